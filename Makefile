@@ -1,0 +1,42 @@
+# Two commands matter: `make demo` and `make test`. Both start from nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+CONFIG ?= configs/demo.yaml
+PREFECT_PORT ?= 4200
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install demo test test-fast down bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PINS)
+	$(PIP) install -q -e '.[test,s3]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/python infra/local_stack.py demo --config $(CONFIG) --port $(PREFECT_PORT)
+
+down:
+	-$(VENV)/bin/python infra/local_stack.py down
+
+test: install
+	$(VENV)/bin/python -m pytest tests
+
+test-fast: install
+	$(VENV)/bin/python -m pytest tests -m "not slow"
+
+bench: install
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+clean: down
+	rm -rf runs .prefect-local
