@@ -193,3 +193,27 @@ def local_path(uri: str) -> str | None:
 
 def abspath_if_local(uri: str) -> str:
     return os.path.abspath(uri) if "://" not in str(uri) else str(uri)
+
+
+def fingerprint_uri(uri: str) -> str:
+    """A content fingerprint of an input: a stage's key when it is a stage output, else its bytes.
+
+    Stage outputs live in ``<run_root>/<stage>/<key>/``; their ``_SUCCESS.json`` names the key, so
+    downstream keys chain without rereading large outputs. Other files hash their bytes; folders
+    hash their listing (relative names and sizes).
+    """
+    fs, path = fs_and_path(uri)
+    probe = path if fs.isdir(path) else path.rsplit("/", 1)[0]
+    for _ in range(3):
+        success = f"{probe}/{SUCCESS_FILE}"
+        if fs.exists(success):
+            with fs.open(success, "rb") as f:
+                key = json.loads(f.read()).get("key", "")
+            return hash_parts("stage-output", key, path[len(probe):])
+        if "/" not in probe.strip("/"):
+            break
+        probe = probe.rsplit("/", 1)[0]
+    if fs.isdir(path):
+        listing = sorted((p[len(path):], fs.size(p)) for p in fs.find(path) if "/." not in p[len(path):])
+        return hash_parts("dir", listing)
+    return content_id(uri)
