@@ -19,7 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_COMMAND_MODULES = ("flows.cli_data", "flows.cli_critic", "flows.cli_t2v", "flows.cli_ops")
+_COMMAND_MODULES = ("flows.cli_data", "flows.cli_critic", "flows.cli_score", "flows.cli_t2v", "flows.cli_ops", "flows.cli_rescore")
 
 
 def _register() -> None:
