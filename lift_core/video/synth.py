@@ -1,0 +1,257 @@
+"""Synthetic LiFT-HRA data: procedural videos whose labels are known by construction.
+
+- semantic: the caption's colour, shape and count are checked against what is drawn;
+  0 wrong attributes -> Good, 1 -> Normal, 2 or 3 -> Bad.
+- motion: smooth -> Good, jittery -> Normal, teleporting -> Bad.
+- fidelity: clean -> Good, blur or light noise -> Normal, blocky corruption or strong noise -> Bad.
+
+Levels are drawn independently and uniformly, so a majority-class critic scores about 1/3.
+Everything is made visually obvious at 56 px and 8 frames, the critic's input size in the demo.
+The same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lift_core import storage
+from lift_core.config import LABELS, PipelineConfig, SyntheticConfig
+from lift_core.video.io import encode_mp4
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (225, 35, 35),
+    "green": (40, 205, 50),
+    "blue": (45, 85, 235),
+    "yellow": (235, 225, 40),
+}
+SHAPES = ("circle", "square", "triangle")
+COUNTS = {"one": 1, "two": 2, "three": 3}
+DIRECTIONS = ("left", "right", "up", "down")
+BACKGROUND = (18, 18, 24)
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    colour: str
+    shape: str
+    count: str
+    direction: str
+    motion: str  # smooth | jittery | teleporting
+    fidelity: str  # clean | blur | light-noise | blocky | heavy-noise
+    caption_colour: str
+    caption_shape: str
+    caption_count: str
+
+    @property
+    def caption(self) -> str:
+        return caption_text(self.caption_count, self.caption_colour, self.caption_shape, self.direction)
+
+    @property
+    def wrong_attributes(self) -> list[str]:
+        pairs = [("colour", self.colour, self.caption_colour), ("shape", self.shape, self.caption_shape),
+                 ("count", self.count, self.caption_count)]
+        return [name for name, true, said in pairs if true != said]
+
+    def labels(self) -> dict[str, str]:
+        n_wrong = len(self.wrong_attributes)
+        semantic = "Good" if n_wrong == 0 else "Normal" if n_wrong == 1 else "Bad"
+        motion = {"smooth": "Good", "jittery": "Normal", "teleporting": "Bad"}[self.motion]
+        fidelity = {"clean": "Good", "blur": "Normal", "light-noise": "Normal"}.get(self.fidelity, "Bad")
+        return {"semantic": semantic, "motion": motion, "fidelity": fidelity}
+
+    def reasons(self) -> dict[str, str]:
+        said = f"{self.caption_count} {self.caption_colour} {plural(self.caption_shape, self.caption_count)}"
+        shown = f"{self.count} {self.colour} {plural(self.shape, self.count)}"
+        semantic = (
+            "The video matches the caption." if not self.wrong_attributes
+            else f"The caption says {said} but the video shows {shown}."
+        )
+        motion = {
+            "smooth": "The motion is smooth and continuous.",
+            "jittery": "The objects jitter from frame to frame.",
+            "teleporting": "The objects jump to random places between frames.",
+        }[self.motion]
+        fidelity = {
+            "clean": "There are no obvious problems.",
+            "blur": "The frames are blurred.",
+            "light-noise": "The frames have visible noise.",
+            "blocky": "The frames have blocky corruption.",
+            "heavy-noise": "The frames are covered in heavy noise.",
+        }[self.fidelity]
+        return {"semantic": semantic, "motion": motion, "fidelity": fidelity}
+
+
+def plural(shape: str, count: str) -> str:
+    return shape if count == "one" else shape + "s"
+
+
+def caption_text(count: str, colour: str, shape: str, direction: str) -> str:
+    return f"{count} {colour} {plural(shape, count)} moving {direction}"
+
+
+def _other(rng: np.random.RandomState, options, current: str) -> str:
+    choices = [o for o in options if o != current]
+    return choices[rng.randint(len(choices))]
+
+
+def sample_spec(rng: np.random.RandomState, clean: bool = False) -> SynthSpec:
+    colour = list(COLOURS)[rng.randint(len(COLOURS))]
+    shape = SHAPES[rng.randint(len(SHAPES))]
+    count = list(COUNTS)[rng.randint(len(COUNTS))]
+    direction = DIRECTIONS[rng.randint(len(DIRECTIONS))]
+    if clean:
+        return SynthSpec(colour, shape, count, direction, "smooth", "clean", colour, shape, count)
+    semantic, motion_level, fidelity_level = rng.randint(3), rng.randint(3), rng.randint(3)
+    n_wrong = [0, 1, 2 + rng.randint(2)][semantic]
+    wrong = set(rng.permutation(["colour", "shape", "count"])[:n_wrong].tolist())
+    cap_colour = _other(rng, list(COLOURS), colour) if "colour" in wrong else colour
+    cap_shape = _other(rng, SHAPES, shape) if "shape" in wrong else shape
+    cap_count = _other(rng, list(COUNTS), count) if "count" in wrong else count
+    motion = ("smooth", "jittery", "teleporting")[motion_level]
+    fidelity = ["clean", ("blur", "light-noise")[rng.randint(2)], ("blocky", "heavy-noise")[rng.randint(2)]][
+        fidelity_level
+    ]
+    return SynthSpec(colour, shape, count, direction, motion, fidelity, cap_colour, cap_shape, cap_count)
+
+
+def _shape_mask(shape: str, h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if shape == "circle":
+        return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    if shape == "square":
+        return (np.abs(yy - cy) <= r * 0.85) & (np.abs(xx - cx) <= r * 0.85)
+    # An upward triangle: inside when below the apex and within the widening sides.
+    top, bottom = cy - r, cy + r * 0.8
+    frac = (yy - top) / max(bottom - top, 1e-6)
+    return (yy >= top) & (yy <= bottom) & (np.abs(xx - cx) <= frac * r)
+
+
+def _box_blur(frame: np.ndarray, k: int) -> np.ndarray:
+    pad = k // 2
+    padded = np.pad(frame.astype(np.float32), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    out = np.zeros_like(frame, dtype=np.float32)
+    for dy in range(k):
+        for dx in range(k):
+            out += padded[dy : dy + frame.shape[0], dx : dx + frame.shape[1]]
+    return out / (k * k)
+
+
+def _degrade(frame: np.ndarray, kind: str, rng: np.random.RandomState) -> np.ndarray:
+    f = frame.astype(np.float32)
+    h, w, _ = f.shape
+    if kind == "blur":
+        f = _box_blur(_box_blur(f, 5), 5)
+    elif kind == "light-noise":
+        f = f + rng.normal(0, 28, f.shape)
+    elif kind == "heavy-noise":
+        f = f + rng.normal(0, 80, f.shape)
+    elif kind == "blocky":
+        b = max(h // 8, 2)
+        small = f[::b, ::b]
+        f = np.repeat(np.repeat(small, b, 0), b, 1)[:h, :w]
+        # Corrupt a third of the blocks with random colours, as broken macroblocks look.
+        for by in range(0, h, b):
+            for bx in range(0, w, b):
+                if rng.rand() < 0.33:
+                    f[by : by + b, bx : bx + b] = rng.randint(0, 256, 3)
+    return np.clip(f, 0, 255).astype(np.uint8)
+
+
+def render(spec: SynthSpec, height: int, width: int, num_frames: int, seed: int) -> np.ndarray:
+    """uint8 [T, H, W, 3] frames of ``spec``."""
+    rng = np.random.RandomState(seed)
+    n = COUNTS[spec.count]
+    r = min(height, width) * (0.16 if n == 1 else 0.12)
+    span = min(height, width) * 0.35
+    dy, dx = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}[spec.direction]
+    # Objects sit on a line perpendicular to the motion, spaced so they never overlap.
+    gap = 2.4 * r
+    offsets = [(i - (n - 1) / 2) * gap for i in range(n)]
+    frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        progress = t / max(num_frames - 1, 1) - 0.5
+        cy, cx = height / 2 + dy * span * progress, width / 2 + dx * span * progress
+        if spec.motion == "jittery":
+            cy += rng.uniform(-1, 1) * r * 0.9
+            cx += rng.uniform(-1, 1) * r * 0.9
+        elif spec.motion == "teleporting":
+            cy = rng.uniform(r + 2, height - r - 2) if dx else rng.uniform(height * 0.3, height * 0.7)
+            cx = rng.uniform(r + 2, width - r - 2) if dy else rng.uniform(width * 0.3, width * 0.7)
+        frame = np.empty((height, width, 3), dtype=np.uint8)
+        frame[:] = BACKGROUND
+        for off in offsets:
+            oy, ox = (off, 0.0) if dx else (0.0, off)
+            frame[_shape_mask(spec.shape, height, width, cy + oy, cx + ox, r)] = COLOURS[spec.colour]
+        frames[t] = _degrade(frame, spec.fidelity, rng) if spec.fidelity != "clean" else frame
+    return frames
+
+
+def _hra_entries(video_rel: str, spec: SynthSpec) -> list[dict[str, Any]]:
+    from data_catalog.lift_questions import QUESTIONS
+
+    labels, reasons = spec.labels(), spec.reasons()
+    return [
+        {
+            "video": video_rel,
+            "conversations": [
+                {"from": "human", "value": f"<video>\n {spec.caption} {QUESTIONS[dim]}"},
+                {"from": "gpt", "value": f"{labels[dim]}. {reasons[dim]}"},
+            ],
+        }
+        for dim in ("semantic", "fidelity", "motion")
+    ]
+
+
+def write_synthetic(out: str, cfg: SyntheticConfig) -> dict[str, str]:
+    """Render the rated set, the clean "real" set and the prompt suite under ``out``."""
+    rng = np.random.RandomState(cfg.seed)
+    hra: list[dict[str, Any]] = []
+    for i in range(cfg.n):
+        spec = sample_spec(rng)
+        rel = f"videos/synth_{i:05d}.mp4"
+        frames = render(spec, cfg.height, cfg.width, cfg.num_frames, seed=cfg.seed * 1_000_003 + i)
+        storage.write_bytes_atomic(storage.join(out, rel), encode_mp4(frames, cfg.fps))
+        hra.extend(_hra_entries(rel, spec))
+    real = []
+    for i in range(cfg.n_real):
+        spec = sample_spec(rng, clean=True)
+        rel = f"real/real_{i:05d}.mp4"
+        frames = render(spec, cfg.height, cfg.width, cfg.num_frames, seed=cfg.seed * 1_000_003 + 500_000 + i)
+        storage.write_bytes_atomic(storage.join(out, rel), encode_mp4(frames, cfg.fps))
+        real.append({"video_id": f"real_{i:05d}", "video": rel, "caption": spec.caption})
+    prompts = []
+    for _ in range(cfg.n_prompts):
+        spec = sample_spec(rng, clean=True)
+        prompts.append({"prompt_en": spec.caption, "dimension": ["synthetic"], "prompt_opt": spec.caption})
+    outputs = {
+        "hra_json": storage.join(out, "lift-hra.json"),
+        "real_json": storage.join(out, "hd-vila.json"),
+        "prompts_json": storage.join(out, "prompts.json"),
+        "videos_root": out,
+    }
+    storage.write_bytes_atomic(outputs["hra_json"], json.dumps(hra, indent=1).encode())
+    storage.write_bytes_atomic(outputs["real_json"], json.dumps(real, indent=1).encode())
+    storage.write_bytes_atomic(outputs["prompts_json"], json.dumps(prompts, indent=1).encode())
+    return outputs
+
+
+def run_synth(cfg: PipelineConfig, progress=None) -> storage.StageResult:
+    syn = cfg.data.synthetic
+    if syn is None:
+        raise ValueError("data.synthetic is not set in the config")
+    key = storage.stage_key("synth", [], syn.fingerprint())
+    out = storage.stage_dir(cfg.run_root, "synth", key)
+    if done := storage.load_success(out):
+        return done
+    outputs = write_synthetic(out, syn)
+    result = storage.StageResult(
+        "synth", key, out, outputs, counts={"rated_videos": syn.n, "real_videos": syn.n_real, "prompts": syn.n_prompts}
+    )
+    return storage.mark_success(result)
+
+
+__all__ = ["LABELS", "SynthSpec", "render", "run_synth", "sample_spec", "write_synthetic"]
