@@ -1,0 +1,51 @@
+"""The dataset catalog: named datasets with an fsspec URI, a format, a videos root and a source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from data_catalog.readers import READERS, SourceError
+
+DEFAULT_CATALOG = Path(__file__).with_name("catalog.yaml")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    uri: str
+    format: str
+    source: str
+    videos_root: str | None = None
+
+    def resolved(self, variables: dict[str, str]) -> "DatasetEntry":
+        def sub(value: str | None) -> str | None:
+            if value is None:
+                return None
+            for key, val in variables.items():
+                value = value.replace("{" + key + "}", val)
+            if "{" in value and "}" in value:
+                raise SourceError(f"dataset {self.name!r}: unresolved placeholder in {value!r} (is data.synthetic set?)")
+            return value
+
+        return DatasetEntry(self.name, sub(self.uri), self.format, self.source, sub(self.videos_root))
+
+
+def load_catalog(path: str | Path | None = None) -> dict[str, DatasetEntry]:
+    path = Path(path) if path else DEFAULT_CATALOG
+    if not path.is_absolute() and not path.exists():
+        path = Path(__file__).resolve().parent.parent / path
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise SourceError(f"cannot read catalog {path}: {err.strerror or err}") from None
+    entries = {}
+    for name, spec in (raw.get("datasets") or {}).items():
+        if not isinstance(spec, dict) or "uri" not in spec or "format" not in spec:
+            raise SourceError(f"catalog {path}: dataset {name!r} needs 'uri' and 'format'")
+        if spec["format"] not in READERS:
+            raise SourceError(f"catalog {path}: dataset {name!r} has unknown format {spec['format']!r}")
+        entries[name] = DatasetEntry(name, spec["uri"], spec["format"], spec.get("source", name), spec.get("videos_root"))
+    return entries

@@ -1,0 +1,236 @@
+"""Readers: each source format -> records of the manifest (or prompt) contract, plus rejects.
+
+A reader never drops an entry silently: every malformed entry becomes a ``Reject`` with the file,
+the entry index and the reason. Video bytes are not read here; the ingest stage hashes them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from data_catalog.lift_questions import CRITIC_OUTPUT_KEYS, dimension_of_question
+from lift_core import storage
+from lift_core.config import DIMENSIONS, LABELS
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+@dataclass
+class Reject:
+    file: str
+    index: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}[{self.index}]" if self.index is not None else self.file
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class ReadResult:
+    kind: str  # "videos" or "prompts"
+    records: list[dict[str, Any]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+class SourceError(ValueError):
+    """The source as a whole is unreadable (missing file, not JSON, wrong top-level shape)."""
+
+
+def _load_json_list(uri: str) -> list[Any]:
+    try:
+        text = storage.read_text(uri)
+    except FileNotFoundError:
+        raise SourceError(f"source not found: {uri}") from None
+    except OSError as err:
+        raise SourceError(f"cannot read {uri}: {err}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SourceError(f"{uri} is not valid JSON: {err}") from None
+    if not isinstance(data, list):
+        raise SourceError(f"{uri}: expected a JSON list at the top level, got {type(data).__name__}")
+    return data
+
+
+def _resolve(videos_root: str | None, video: str) -> str:
+    if "://" in video or video.startswith("/"):
+        return video
+    return storage.join(videos_root, video) if videos_root else video
+
+
+def parse_label_answer(text: str) -> tuple[str, str]:
+    """``"Label. reason"`` -> (label, reason); the label is the FIRST word and must be known."""
+    stripped = text.strip()
+    first = stripped.split(None, 1)[0] if stripped else ""
+    label = first.rstrip(".,:;!")
+    if label not in LABELS:
+        raise ValueError(f"unknown label {first!r} (expected one of {', '.join(LABELS)})")
+    reason = stripped[len(first):].strip()
+    return label, reason
+
+
+def _empty_video_record(video: str, caption: str, source: str) -> dict[str, Any]:
+    rec: dict[str, Any] = {"uri": video, "caption": caption, "source": source}
+    for d in DIMENSIONS:
+        rec[f"label_{d}"] = None
+        rec[f"reason_{d}"] = None
+    return rec
+
+
+def read_lift_hra(uri: str, videos_root: str | None, source: str = "lift-hra") -> ReadResult:
+    """LLaVA conversation JSON (LiFT-HRA, VIDGEN): one entry per (video, question) -> one row per video."""
+    out = ReadResult("videos")
+    by_video: dict[str, dict[str, Any]] = {}
+    for i, entry in enumerate(_load_json_list(uri)):
+        try:
+            if not isinstance(entry, dict) or "video" not in entry or "conversations" not in entry:
+                raise ValueError("entry needs 'video' and 'conversations'")
+            conv = entry["conversations"]
+            human = next(c["value"] for c in conv if c.get("from") == "human")
+            answer = next(c["value"] for c in conv if c.get("from") == "gpt")
+            dim = dimension_of_question(human)
+            if dim is None:
+                raise ValueError("the question matches none of LiFT's three questions")
+            label, reason = parse_label_answer(answer)
+            prompt = human.replace("<video>", "", 1).strip()
+            from data_catalog.lift_questions import QUESTIONS
+
+            caption = prompt[: prompt.find(QUESTIONS[dim][:40])].strip() if QUESTIONS[dim][:40] in prompt else prompt
+        except (StopIteration, KeyError, TypeError, AttributeError):
+            out.rejects.append(Reject(uri, i, "conversations need a 'human' and a 'gpt' turn"))
+            continue
+        except ValueError as err:
+            out.rejects.append(Reject(uri, i, str(err)))
+            continue
+        video = _resolve(videos_root, str(entry["video"]))
+        rec = by_video.setdefault(video, _empty_video_record(video, caption, source))
+        if rec[f"label_{dim}"] is not None and rec[f"label_{dim}"] != label:
+            out.rejects.append(Reject(uri, i, f"conflicting {dim} labels for {entry['video']}"))
+            continue
+        rec[f"label_{dim}"], rec[f"reason_{dim}"] = label, reason
+    out.records = list(by_video.values())
+    return out
+
+
+def read_lift_inference(uri: str, videos_root: str | None, source: str = "lift-inference") -> ReadResult:
+    """LiFT's inference input (test.json): ``[{video_id, video, caption}]``; videos resolve next to it."""
+    root = videos_root if videos_root is not None else uri.rsplit("/", 1)[0] if "/" in uri else "."
+    out = ReadResult("videos")
+    for i, entry in enumerate(_load_json_list(uri)):
+        if not isinstance(entry, dict) or not isinstance(entry.get("video"), str) or not entry.get("caption"):
+            out.rejects.append(Reject(uri, i, "entry needs string 'video' and non-empty 'caption'"))
+            continue
+        out.records.append(_empty_video_record(_resolve(root, entry["video"]), entry["caption"], source))
+    return out
+
+
+def read_critic_output(uri: str, videos_root: str | None, source: str = "critic-output") -> ReadResult:
+    """LiFT's critic_output_*.json: inference entries plus ``"Label. reason"`` per dimension."""
+    root = videos_root if videos_root is not None else uri.rsplit("/", 1)[0] if "/" in uri else "."
+    out = ReadResult("videos")
+    for i, entry in enumerate(_load_json_list(uri)):
+        try:
+            if not isinstance(entry, dict) or not isinstance(entry.get("video"), str):
+                raise ValueError("entry needs a string 'video'")
+            rec = _empty_video_record(_resolve(root, entry["video"]), entry.get("caption") or "", source)
+            for dim, key in CRITIC_OUTPUT_KEYS.items():
+                if key not in entry:
+                    raise ValueError(f"missing {key!r}")
+                rec[f"label_{dim}"], rec[f"reason_{dim}"] = parse_label_answer(str(entry[key]))
+        except ValueError as err:
+            out.rejects.append(Reject(uri, i, str(err)))
+            continue
+        out.records.append(rec)
+    return out
+
+
+def read_alignment(uri: str, videos_root: str | None, source: str = "alignment") -> ReadResult:
+    """LiFT's alignment input ``[{video, caption, score}]``; ``score`` must be a number in [0, 1]."""
+    out = ReadResult("videos")
+    for i, entry in enumerate(_load_json_list(uri)):
+        try:
+            if not isinstance(entry, dict) or not isinstance(entry.get("video"), str) or not entry.get("caption"):
+                raise ValueError("entry needs string 'video' and non-empty 'caption'")
+            score = float(entry["score"]) if "score" in entry else None
+            if score is not None and not 0.0 <= score <= 1.0:
+                raise ValueError(f"score {score} outside [0, 1]")
+        except (TypeError, ValueError) as err:
+            out.rejects.append(Reject(uri, i, f"bad entry: {err}"))
+            continue
+        rec = _empty_video_record(_resolve(videos_root, entry["video"]), entry["caption"], source)
+        rec["score"] = score
+        out.records.append(rec)
+    return out
+
+
+def read_vbench_prompts(uri: str, videos_root: str | None = None, source: str = "vbench") -> ReadResult:
+    """VBench's prompt suite: ``[{prompt_en, dimension: [...], prompt_opt?}]``."""
+    out = ReadResult("prompts")
+    for i, entry in enumerate(_load_json_list(uri)):
+        if not isinstance(entry, dict) or not isinstance(entry.get("prompt_en"), str) or not entry["prompt_en"].strip():
+            out.rejects.append(Reject(uri, i, "entry needs a non-empty string 'prompt_en'"))
+            continue
+        dims = entry.get("dimension") or []
+        out.records.append(
+            {
+                "caption": entry["prompt_en"].strip(),
+                "prompt_opt": entry.get("prompt_opt"),
+                "source": source,
+                "dimensions": [str(d) for d in (dims if isinstance(dims, list) else [dims])],
+            }
+        )
+    return out
+
+
+def read_video_dir(uri: str, videos_root: str | None = None, source: str = "video-dir") -> ReadResult:
+    """A folder of videos; captions come from a sidecar ``<name>.json`` ({"caption": ...}) or ``captions.json``."""
+    fs, path = storage.fs_and_path(uri)
+    if not fs.isdir(path):
+        raise SourceError(f"not a directory: {uri}")
+    out = ReadResult("videos")
+    files = sorted(p for p in fs.find(path) if p.lower().endswith(VIDEO_EXTENSIONS) and "/." not in p[len(path):])
+    shared: dict[str, str] = {}
+    captions_file = f"{path.rstrip('/')}/captions.json"
+    if fs.exists(captions_file):
+        try:
+            shared = json.loads(fs.cat_file(captions_file))
+            if not isinstance(shared, dict):
+                raise ValueError("captions.json must map file names to captions")
+        except ValueError as err:
+            out.rejects.append(Reject(storage.to_uri(fs, captions_file), None, str(err)))
+            shared = {}
+    for i, p in enumerate(files):
+        name = p.rsplit("/", 1)[-1]
+        caption = shared.get(name) or shared.get(p[len(path):].lstrip("/"))
+        sidecar = p.rsplit(".", 1)[0] + ".json"
+        if caption is None and fs.exists(sidecar):
+            try:
+                caption = json.loads(fs.cat_file(sidecar)).get("caption")
+            except (ValueError, AttributeError) as err:
+                out.rejects.append(Reject(storage.to_uri(fs, sidecar), i, f"bad sidecar: {err}"))
+                continue
+        if not caption:
+            out.rejects.append(Reject(storage.to_uri(fs, p), i, "no caption (no sidecar JSON, not in captions.json)"))
+            continue
+        out.records.append(_empty_video_record(storage.to_uri(fs, p), caption, source))
+    return out
+
+
+READERS: dict[str, Callable[..., ReadResult]] = {
+    "lift-hra": read_lift_hra,
+    "lift-inference": read_lift_inference,
+    "critic-output": read_critic_output,
+    "alignment": read_alignment,
+    "vbench-prompts": read_vbench_prompts,
+    "video-dir": read_video_dir,
+}
+
+
+def read_source(fmt: str, uri: str, videos_root: str | None = None, source: str | None = None) -> ReadResult:
+    if fmt not in READERS:
+        raise SourceError(f"unknown format {fmt!r}; expected one of {', '.join(READERS)}")
+    kwargs = {"source": source} if source else {}
+    return READERS[fmt](uri, videos_root, **kwargs)
