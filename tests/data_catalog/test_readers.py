@@ -1,0 +1,125 @@
+"""Every real LiFT fixture through its reader, with exact counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from data_catalog.lift_questions import QUESTIONS, dimension_of_question
+from data_catalog.readers import SourceError, parse_label_answer, read_source
+
+
+def test_vidgen_annotations_group_by_video(fixtures_dir):
+    res = read_source("lift-hra", str(fixtures_dir / "annotations/vidgen-data.json"))
+    assert len(res.records) == 711
+    assert res.rejects == []
+    labels = [r[f"label_{d}"] for r in res.records for d in ("semantic", "fidelity", "motion") if r[f"label_{d}"]]
+    assert len(labels) == 1000
+    assert set(labels) == {"Good"}
+    first = res.records[0]
+    assert first["caption"].startswith("The video features three women")
+    assert "Please identify" not in first["caption"]
+    assert first["reason_fidelity"] == "There are no obvious problems."
+
+
+def test_questions_are_lifts_verbatim(fixtures_dir):
+    data = json.loads((fixtures_dir / "annotations/vidgen-data.json").read_text())
+    seen = {dimension_of_question(e["conversations"][0]["value"]) for e in data}
+    assert seen == set(QUESTIONS)
+    for entry in data:
+        human = entry["conversations"][0]["value"]
+        assert human.endswith(QUESTIONS[dimension_of_question(human)])
+
+
+def test_critic_output_labels(fixtures_dir):
+    res = read_source("critic-output", str(fixtures_dir / "lift-demo/critic_output_13b.json"))
+    got = [(r["label_semantic"], r["label_fidelity"], r["label_motion"]) for r in res.records]
+    assert got == [("Good", "Bad", "Good"), ("Bad", "Bad", "Normal")]
+    assert res.records[0]["uri"].endswith("lift-demo/0.mp4")
+    res40 = read_source("critic-output", str(fixtures_dir / "lift-demo/critic_output_40b.json"))
+    assert len(res40.records) == 2 and res40.rejects == []
+
+
+def test_inference_json_resolves_next_to_it(fixtures_dir):
+    res = read_source("lift-inference", str(fixtures_dir / "lift-demo/test.json"))
+    assert [r["uri"].rsplit("/", 1)[-1] for r in res.records] == ["0.mp4", "1.mp4"]
+    assert all(r["label_semantic"] is None for r in res.records)
+
+
+def test_vbench_prompts(fixtures_dir):
+    res = read_source("vbench-prompts", str(fixtures_dir / "prompts/vbench_full_info_opt.json"))
+    assert len(res.records) == 946
+    assert res.kind == "prompts"
+    assert res.records[0]["caption"] == "In a still frame, a stop sign"
+    assert len({d for r in res.records for d in r["dimensions"]}) == 16
+
+
+def test_alignment_template_is_rejected_clearly(fixtures_dir):
+    # LiFT's template has a trailing comma: not JSON. The error names the file and the position.
+    with pytest.raises(SourceError, match="alignment-data-template.json is not valid JSON"):
+        read_source("alignment", str(fixtures_dir / "annotations/alignment-data-template.json"))
+
+
+def test_alignment_entries_validated(tmp_path):
+    src = tmp_path / "align.json"
+    src.write_text(json.dumps([
+        {"video": "a.mp4", "caption": "a cat", "score": 0.7},
+        {"video": "b.mp4", "caption": "a dog", "score": "reward_score"},
+        {"video": "c.mp4", "caption": "", "score": 0.1},
+        {"video": "d.mp4", "caption": "a cow", "score": 3},
+    ]))
+    res = read_source("alignment", str(src), str(tmp_path))
+    assert [r["uri"] for r in res.records] == [f"{tmp_path}/a.mp4"]
+    assert [r.index for r in res.rejects] == [1, 2, 3]
+    assert all(str(src) in str(r) for r in res.rejects)
+
+
+def test_malformed_hra_entries_are_counted_not_dropped(tmp_path):
+    q = QUESTIONS["motion"]
+    src = tmp_path / "hra.json"
+    src.write_text(json.dumps([
+        {"video": "v.mp4", "conversations": [{"from": "human", "value": f"<video>\n a cat {q}"},
+                                             {"from": "gpt", "value": "Bad. It jumps."}]},
+        {"video": "w.mp4", "conversations": [{"from": "human", "value": f"<video>\n a dog {q}"},
+                                             {"from": "gpt", "value": "Excellent. Fine."}]},
+        {"video": "x.mp4", "conversations": [{"from": "human", "value": "<video>\n what is this?"},
+                                             {"from": "gpt", "value": "Good. ok"}]},
+        {"video": "y.mp4"},
+        "not an object",
+    ]))
+    res = read_source("lift-hra", str(src), str(tmp_path))
+    assert len(res.records) == 1 and res.records[0]["label_motion"] == "Bad"
+    reasons = {r.index: r.reason for r in res.rejects}
+    assert set(reasons) == {1, 2, 3, 4}
+    assert "unknown label 'Excellent.'" in reasons[1]
+    assert "none of LiFT's three questions" in reasons[2]
+
+
+def test_label_is_first_word_not_substring():
+    # LiFT's parser would call this "Bad" because the word appears later; the label is the first word.
+    assert parse_label_answer("Good. Nothing Bad or Normal here.") == ("Good", "Nothing Bad or Normal here.")
+    with pytest.raises(ValueError):
+        parse_label_answer("The motion is Bad.")
+
+
+def test_video_dir_with_sidecars(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "a.json").write_text(json.dumps({"caption": "a red circle"}))
+    (tmp_path / "b.mp4").write_bytes(b"y")
+    (tmp_path / "c.mp4").write_bytes(b"z")
+    (tmp_path / "captions.json").write_text(json.dumps({"c.mp4": "three blue squares"}))
+    res = read_source("video-dir", str(tmp_path))
+    assert sorted(r["caption"] for r in res.records) == ["a red circle", "three blue squares"]
+    assert len(res.rejects) == 1 and "b.mp4" in str(res.rejects[0]) and "no caption" in res.rejects[0].reason
+
+
+def test_missing_and_malformed_sources(tmp_path):
+    with pytest.raises(SourceError, match="source not found"):
+        read_source("lift-hra", str(tmp_path / "nope.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SourceError, match="not valid JSON"):
+        read_source("lift-inference", str(bad))
+    with pytest.raises(SourceError, match="unknown format"):
+        read_source("mp3", str(bad))
