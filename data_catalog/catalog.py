@@ -41,6 +41,10 @@ def load_catalog(path: str | Path | None = None) -> dict[str, DatasetEntry]:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as err:
         raise SourceError(f"cannot read catalog {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise SourceError(f"catalog {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("datasets") or {}, dict):
+        raise SourceError(f"catalog {path}: expected a mapping 'datasets: {{name: {{uri, format, ...}}}}'")
     entries = {}
     for name, spec in (raw.get("datasets") or {}).items():
         if not isinstance(spec, dict) or "uri" not in spec or "format" not in spec:

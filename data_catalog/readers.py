@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from data_catalog.lift_questions import CRITIC_OUTPUT_KEYS, dimension_of_question
+from data_catalog.lift_questions import CRITIC_OUTPUT_KEYS, QUESTIONS, dimension_of_question
 from lift_core import storage
 from lift_core.config import DIMENSIONS, LABELS
 
@@ -33,6 +33,7 @@ class ReadResult:
     kind: str  # "videos" or "prompts"
     records: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    ratings: int = 0  # (video, dimension) labels read
 
 
 class SourceError(ValueError):
@@ -53,6 +54,13 @@ def _load_json_list(uri: str) -> list[Any]:
     if not isinstance(data, list):
         raise SourceError(f"{uri}: expected a JSON list at the top level, got {type(data).__name__}")
     return data
+
+
+def _json_root(uri: str, videos_root: str | None) -> str:
+    """Where a JSON source's relative video paths resolve: ``videos_root``, else the JSON's folder."""
+    if videos_root is not None:
+        return videos_root
+    return uri.rsplit("/", 1)[0] if "/" in uri else "."
 
 
 def _resolve(videos_root: str | None, video: str) -> str:
@@ -80,44 +88,61 @@ def _empty_video_record(video: str, caption: str, source: str) -> dict[str, Any]
     return rec
 
 
+def split_lift_prompt(human: str) -> tuple[str, str]:
+    """``"<video>\n <caption> <question>"`` -> (caption, dimension); ValueError when no question matches."""
+    dim = dimension_of_question(human)
+    if dim is None:
+        raise ValueError("the question matches none of LiFT's three questions")
+    flat = " ".join(human.replace("<video>", " ", 1).split())
+    question = " ".join(QUESTIONS[dim].split())
+    caption = flat[: flat.find(question)].strip() if question in flat else flat
+    return caption, dim
+
+
 def read_lift_hra(uri: str, videos_root: str | None, source: str = "lift-hra") -> ReadResult:
-    """LLaVA conversation JSON (LiFT-HRA, VIDGEN): one entry per (video, question) -> one row per video."""
+    """LLaVA conversation JSON (LiFT-HRA, VIDGEN): one entry per (video, question) -> one row per video.
+
+    The question's text gives the dimension; the answer's first word the label (``Good``, ``Normal``
+    or ``Bad``; anything else rejects the entry), the rest the reason. A second rating of the same
+    video and dimension, or a different caption for the same video, is rejected, never merged.
+    """
+    root = _json_root(uri, videos_root)
     out = ReadResult("videos")
     by_video: dict[str, dict[str, Any]] = {}
     for i, entry in enumerate(_load_json_list(uri)):
         try:
-            if not isinstance(entry, dict) or "video" not in entry or "conversations" not in entry:
-                raise ValueError("entry needs 'video' and 'conversations'")
-            conv = entry["conversations"]
-            human = next(c["value"] for c in conv if c.get("from") == "human")
-            answer = next(c["value"] for c in conv if c.get("from") == "gpt")
-            dim = dimension_of_question(human)
-            if dim is None:
-                raise ValueError("the question matches none of LiFT's three questions")
-            label, reason = parse_label_answer(answer)
-            prompt = human.replace("<video>", "", 1).strip()
-            from data_catalog.lift_questions import QUESTIONS
-
-            caption = prompt[: prompt.find(QUESTIONS[dim][:40])].strip() if QUESTIONS[dim][:40] in prompt else prompt
-        except (StopIteration, KeyError, TypeError, AttributeError):
-            out.rejects.append(Reject(uri, i, "conversations need a 'human' and a 'gpt' turn"))
-            continue
+            if not isinstance(entry, dict) or not isinstance(entry.get("video"), str):
+                raise ValueError("entry needs a string 'video'")
+            conv = entry.get("conversations")
+            if not isinstance(conv, list):
+                raise ValueError("entry needs a 'conversations' list")
+            human = [c.get("value") for c in conv if isinstance(c, dict) and c.get("from") == "human"]
+            answer = [c.get("value") for c in conv if isinstance(c, dict) and c.get("from") == "gpt"]
+            if len(human) != 1 or len(answer) != 1 or not all(isinstance(v, str) for v in human + answer):
+                raise ValueError("conversations need exactly one 'human' and one 'gpt' turn with text")
+            caption, dim = split_lift_prompt(human[0])
+            if not caption:
+                raise ValueError("empty caption before the question")
+            label, reason = parse_label_answer(answer[0])
+            video = _resolve(root, entry["video"])
+            rec = by_video.get(video)
+            if rec is not None and rec["caption"] != caption:
+                raise ValueError(f"caption differs from an earlier entry of {entry['video']}")
+            if rec is not None and rec[f"label_{dim}"] is not None:
+                raise ValueError(f"second {dim} rating of {entry['video']}")
         except ValueError as err:
             out.rejects.append(Reject(uri, i, str(err)))
             continue
-        video = _resolve(videos_root, str(entry["video"]))
         rec = by_video.setdefault(video, _empty_video_record(video, caption, source))
-        if rec[f"label_{dim}"] is not None and rec[f"label_{dim}"] != label:
-            out.rejects.append(Reject(uri, i, f"conflicting {dim} labels for {entry['video']}"))
-            continue
         rec[f"label_{dim}"], rec[f"reason_{dim}"] = label, reason
+        out.ratings += 1
     out.records = list(by_video.values())
     return out
 
 
 def read_lift_inference(uri: str, videos_root: str | None, source: str = "lift-inference") -> ReadResult:
     """LiFT's inference input (test.json): ``[{video_id, video, caption}]``; videos resolve next to it."""
-    root = videos_root if videos_root is not None else uri.rsplit("/", 1)[0] if "/" in uri else "."
+    root = _json_root(uri, videos_root)
     out = ReadResult("videos")
     for i, entry in enumerate(_load_json_list(uri)):
         if not isinstance(entry, dict) or not isinstance(entry.get("video"), str) or not entry.get("caption"):
@@ -129,38 +154,50 @@ def read_lift_inference(uri: str, videos_root: str | None, source: str = "lift-i
 
 def read_critic_output(uri: str, videos_root: str | None, source: str = "critic-output") -> ReadResult:
     """LiFT's critic_output_*.json: inference entries plus ``"Label. reason"`` per dimension."""
-    root = videos_root if videos_root is not None else uri.rsplit("/", 1)[0] if "/" in uri else "."
-    out = ReadResult("videos")
-    for i, entry in enumerate(_load_json_list(uri)):
-        try:
-            if not isinstance(entry, dict) or not isinstance(entry.get("video"), str):
-                raise ValueError("entry needs a string 'video'")
-            rec = _empty_video_record(_resolve(root, entry["video"]), entry.get("caption") or "", source)
-            for dim, key in CRITIC_OUTPUT_KEYS.items():
-                if key not in entry:
-                    raise ValueError(f"missing {key!r}")
-                rec[f"label_{dim}"], rec[f"reason_{dim}"] = parse_label_answer(str(entry[key]))
-        except ValueError as err:
-            out.rejects.append(Reject(uri, i, str(err)))
-            continue
-        out.records.append(rec)
-    return out
-
-
-def read_alignment(uri: str, videos_root: str | None, source: str = "alignment") -> ReadResult:
-    """LiFT's alignment input ``[{video, caption, score}]``; ``score`` must be a number in [0, 1]."""
+    root = _json_root(uri, videos_root)
     out = ReadResult("videos")
     for i, entry in enumerate(_load_json_list(uri)):
         try:
             if not isinstance(entry, dict) or not isinstance(entry.get("video"), str) or not entry.get("caption"):
                 raise ValueError("entry needs string 'video' and non-empty 'caption'")
-            score = float(entry["score"]) if "score" in entry else None
-            if score is not None and not 0.0 <= score <= 1.0:
-                raise ValueError(f"score {score} outside [0, 1]")
-        except (TypeError, ValueError) as err:
-            out.rejects.append(Reject(uri, i, f"bad entry: {err}"))
+            rec = _empty_video_record(_resolve(root, entry["video"]), str(entry["caption"]), source)
+            for dim, key in CRITIC_OUTPUT_KEYS.items():
+                if not isinstance(entry.get(key), str):
+                    raise ValueError(f"missing answer {key!r}")
+                rec[f"label_{dim}"], rec[f"reason_{dim}"] = parse_label_answer(entry[key])
+        except ValueError as err:
+            out.rejects.append(Reject(uri, i, str(err)))
             continue
-        rec = _empty_video_record(_resolve(videos_root, entry["video"]), entry["caption"], source)
+        out.records.append(rec)
+        out.ratings += len(CRITIC_OUTPUT_KEYS)
+    return out
+
+
+def read_alignment(uri: str, videos_root: str | None, source: str = "alignment") -> ReadResult:
+    """LiFT's alignment input ``[{video, caption, score}]``; ``score`` must be a number in [0, 1].
+
+    The score stays on the reader's records (``record["score"]``) but is not a manifest column: the
+    pipeline's own critic rescores every video in the score stage.
+    """
+    root = _json_root(uri, videos_root)
+    out = ReadResult("videos")
+    for i, entry in enumerate(_load_json_list(uri)):
+        try:
+            if not isinstance(entry, dict) or not isinstance(entry.get("video"), str) or not entry.get("caption"):
+                raise ValueError("entry needs string 'video' and non-empty 'caption'")
+            raw = entry.get("score")
+            if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+                raise ValueError(f"score {raw!r} is not a number")
+            try:
+                score = float(raw)
+            except ValueError:
+                raise ValueError(f"score {raw!r} is not a number") from None
+            if not 0.0 <= score <= 1.0:
+                raise ValueError(f"score {score} outside [0, 1]")
+        except ValueError as err:
+            out.rejects.append(Reject(uri, i, str(err)))
+            continue
+        rec = _empty_video_record(_resolve(root, entry["video"]), str(entry["caption"]), source)
         rec["score"] = score
         out.records.append(rec)
     return out

@@ -42,27 +42,36 @@ class RayConfig(Section):
 
 
 class PrefectConfig(Section):
-    # Global concurrency limit that GPU stages acquire, so two runs never oversubscribe GPUs.
+    # Global concurrency limit that GPU stages acquire (one slot per GPU they use), so two flow runs
+    # never oversubscribe the GPUs. Its size: gpu_slots, else ray.num_gpus; created when missing.
     gpu_concurrency_limit: str = "lift-gpu"
-    retries: int = 2
-    retry_delay_seconds: list[float] = Field(default_factory=lambda: [1.0, 5.0, 20.0])
+    gpu_slots: int | None = Field(None, ge=1)
+    gpu_wait_s: float | None = Field(None, gt=0)  # give up waiting for GPU slots after this (None: wait)
+    # Transient I/O errors (OSError, timeouts) are retried with exponential backoff:
+    # retry_backoff_s * 2**attempt seconds, +- retry_jitter (a fraction).
+    retries: int = Field(3, ge=0)
+    retry_backoff_s: float = Field(2.0, ge=0)
+    retry_jitter: float = Field(0.2, ge=0)
+    # Task results (small dicts of URIs) persist here so caching works across flow runs and servers;
+    # under the run root, so deleting a run also forgets its cache. None: <run_root>/_prefect/results.
+    result_storage: str | None = None
 
 
 # --------------------------------------------------------------------------- data
 class SyntheticConfig(Section):
-    n: int = 240  # LiFT-HRA-format rated videos
-    n_real: int = 24  # clean "HD-VILA" videos
-    n_prompts: int = 24  # prompt suite size
+    n: int = Field(240, ge=0)  # LiFT-HRA-format rated videos
+    n_real: int = Field(24, ge=0)  # clean "HD-VILA" videos
+    n_prompts: int = Field(24, ge=0)  # prompt suite size
     seed: int = 0
-    height: int = 64
-    width: int = 64
-    num_frames: int = 17
-    fps: int = 8
+    height: int = Field(64, ge=16, multiple_of=2)  # even sides: H.264 yuv420p
+    width: int = Field(64, ge=16, multiple_of=2)
+    num_frames: int = Field(17, ge=2)
+    fps: int = Field(8, ge=1)
 
 
 class SplitConfig(Section):
-    val: float = 0.1
-    test: float = 0.2
+    val: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.2, ge=0, le=1)
     salt: str = "lift"
 
 
@@ -74,12 +83,11 @@ class DataConfig(Section):
 
 
 class DecodeConfig(Section):
-    frames: int = 8  # LiFT samples 8 frames uniformly
-    height: int = 56
-    width: int = 56
-    batch_size: int = 8
-    num_cpus: float = 1.0  # CPUs per decode task
-    rows_per_shard: int = 256
+    frames: int = Field(8, ge=1)  # LiFT samples 8 frames uniformly
+    height: int = Field(56, ge=2)
+    width: int = Field(56, ge=2)
+    batch_size: int = Field(8, ge=1)  # videos per Ray task = rows per frames shard (the unit of resume)
+    num_cpus: float = Field(1.0, gt=0)  # CPUs per decode task
     backend: Literal["auto", "decord", "pyav"] = "auto"
 
 
@@ -107,6 +115,7 @@ class TrainConfig(Section):
 
 
 class TinyCriticConfig(Section):
+    architecture: Literal["qwen2-vl", "qwen2.5-vl"] = "qwen2-vl"
     hidden_size: int = 256
     intermediate_size: int = 512
     num_hidden_layers: int = 2
@@ -115,6 +124,10 @@ class TinyCriticConfig(Section):
     vision_depth: int = 2
     vision_embed_dim: int = 64
     vision_num_heads: int = 2
+    vision_mlp_ratio: int = 2
+    max_position_embeddings: int = 4096
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = True
     vocab_size: int = 2000
     seed: int = 0
 
@@ -126,7 +139,21 @@ class CriticConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     label_values: dict[str, float] = Field(default_factory=lambda: {"Good": 1.0, "Normal": 0.5, "Bad": 0.0})
-    max_reason_tokens: int = 48
+    max_reason_tokens: int = 48  # training answers keep at most this many reason tokens
+    # Training extras: the loss weight of the label token relative to each reason token, the LR
+    # schedule after warmup, and how the run executes (not part of the stage key).
+    label_token_weight: float = Field(1.0, gt=0)
+    # LR of the fully trained ``lora.modules_to_save`` (e.g. a fresh LM head or the vision merger);
+    # None: ``train.lr``. A fresh head learns fast at a high LR that would wreck the LoRA'd body.
+    modules_to_save_lr: float | None = Field(None, gt=0)
+    # The LoRA matrices stay frozen for this many steps while modules_to_save train alone (fit a
+    # fresh head/projector before the body moves, as LLaVA's stage 1 and "linear probe, then fine-tune").
+    lora_start_step: int = Field(0, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    eval_batch_size: int = Field(16, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(0, ge=0)  # Ray Train restarts of the worker group (each resumes from the last checkpoint)
+    keep_checkpoints: int = Field(2, ge=1)
 
 
 class ScoreConfig(Section):
@@ -137,15 +164,21 @@ class ScoreConfig(Section):
     rationale: bool = False
     max_new_tokens: int = 32
     lift_values: dict[str, float] = Field(default_factory=lambda: {"Good": 0.9, "Normal": 0.2, "Bad": 0.05})
+    rows_per_shard: int = 256  # score rows per output shard (the unit of resume after a crash)
+    sources: list[str] | None = None  # manifest sources to score (e.g. [hd-vila, generated]); None: all
 
 
 # --------------------------------------------------------------------------- T2V
 class TinyT2VConfig(Section):
     num_layers: int = 1
     num_attention_heads: int = 4
-    attention_head_dim: int = 8
-    vae_block_out_channels: list[int] = Field(default_factory=lambda: [8, 8, 8, 8])
-    vocab_size: int = 500
+    attention_head_dim: int = 8  # heads x head_dim is also the T5 d_model (text_embed_dim)
+    time_embed_dim: int = 2
+    vae_block_out_channels: list[int] = Field(default_factory=lambda: [8, 8, 8, 8])  # n blocks: 2^(n-1)x spatial
+    vae_norm_groups: int = 2
+    latent_channels: int = 4
+    t5_layers: int = 2
+    vocab_size: int = 500  # sentencepiece pieces (byte fallback needs >= 260)
     seed: int = 0
 
 
@@ -182,11 +215,26 @@ class AlignConfig(Section):
     min_reward: float = 0.0  # samples below this critic reward are dropped
     real_scale: float = 1.0  # multiplier on the rewards of real (HD-VILA) videos
     use_real: bool = True
+    real_source: str = "hd-vila"  # manifest source of the real set
+    reward_column: Literal["reward", "reward_lift"] = "reward"  # continuous reward or LiFT's discrete mapping
+    # train.batch_size is the GLOBAL batch, split evenly over train.num_workers: results do not depend
+    # on the world size, and a run may resume under another one.
+    cpus_per_worker: float = 1.0
+    max_failures: int = 0  # Ray Train restarts of the worker group (each resumes from the last checkpoint)
+    keep_checkpoints: int = 2
+    # Latent + text-embedding cache, keyed by content and encoder: shared by every run under this root.
+    cache_root: str = "{run_root}/cache/t2v"
+    cache_batch_size: int = 8
+    cache_num_actors: int = 1
+    cache_num_gpus_per_actor: float = 0.0
+    cache_num_cpus_per_actor: float = 1.0
 
 
 class EvaluateConfig(Section):
     max_prompts: int | None = None
-    seed: int = 1234
+    seed: int = 1234  # base of the per-(prompt, index) seeds; base and aligned use the same ones
+    split: str = "test"  # held-out prompts
+    videos_per_prompt: int | None = None  # None: generate.videos_per_prompt
 
 
 class RescoreConfig(Section):
@@ -194,8 +242,17 @@ class RescoreConfig(Section):
     store: str = "{run_root}/scores_store"
     critic: str | None = None  # adapter dir; None resolves the latest train_critic output
     cron: str = "0 * * * *"
+    timezone: str = "UTC"  # of the cron schedule
     min_mean_reward: float | None = None
-    fail_on_low_reward: bool = True
+    fail_on_low_reward: bool = True  # below min_mean_reward: the flow run fails (else: Completed "Warning")
+    source: str = "generated"  # the scores' `source` column
+    batch_size: int = Field(16, ge=1)  # videos per committed part: the unit of resume after a crash
+    decode_workers: int = Field(2, ge=1)  # threads decoding a batch
+    hash_workers: int = Field(8, ge=1)  # threads hashing new files (remote reads are I/O bound)
+    rationale: bool = False  # also generate reasons (slower)
+    lock_ttl_s: float = Field(900.0, gt=0)  # a writer's lock with an older heartbeat is stale
+    lock_wait_s: float = Field(600.0, ge=0)  # how long a second run waits for the lock before failing
+    temp_ttl_s: float = Field(86400.0, gt=0)  # temp files of crashed writers older than this are deleted
 
 
 # --------------------------------------------------------------------------- root

@@ -1,9 +1,18 @@
-"""Ingest stage: catalog datasets -> ``manifest.parquet`` (videos), ``prompts.parquet``, ``quarantine.parquet``."""
+"""Ingest stage: catalog datasets -> ``manifest.parquet`` (videos), ``prompts.parquet``, ``quarantine.parquet``.
+
+- ``video_id`` is the content id of the video bytes (``storage.content_id``); a video whose file is
+  missing or unreadable becomes a quarantine row.
+- Rejected entries of a reader (file, entry index, reason) become quarantine rows too.
+- Videos are merged over all datasets and deduplicated by ``video_id`` (the first dataset listed
+  wins); prompts by their text (VBench tags are merged). Every duplicate is counted.
+- Splits are deterministic: a salted hash of the ``video_id`` (prompts: of the prompt text).
+"""
 
 from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -15,10 +24,12 @@ from lift_core.config import PipelineConfig, SplitConfig
 from lift_core.progress import ProgressFn, resolve
 from lift_core.schemas import MANIFEST_SCHEMA, PROMPTS_SCHEMA, QUARANTINE_SCHEMA, quarantine_row, rows_to_table
 
+STAGE = "ingest"
+
 
 def assign_split(key: str, split: SplitConfig) -> str:
-    """Deterministic split from a hash of ``key`` (a video_id or prompt text)."""
-    u = int(hashlib.sha256(f"{split.salt}:{key}".encode()).hexdigest()[:8], 16) / 0x100000000
+    """Deterministic split from a salted hash of ``key`` (a video_id or a prompt's text)."""
+    u = int(hashlib.sha256(f"{split.salt}:{key}".encode()).hexdigest()[:12], 16) / float(1 << 48)
     if u < split.test:
         return "test"
     if u < split.test + split.val:
@@ -26,107 +37,159 @@ def assign_split(key: str, split: SplitConfig) -> str:
     return "train"
 
 
-def hash_videos(records: list[dict[str, Any]], stage: str = "ingest") -> tuple[list[dict], list[dict]]:
-    """Attach content-derived ``video_id``s; unreadable files become quarantine rows."""
+def prompt_id(text: str) -> str:
+    return hashlib.sha256(text.strip().encode()).hexdigest()[:16]
 
-    def one(rec):
+
+def hash_videos(records: list[dict[str, Any]], workers: int = 8) -> tuple[list[dict], list[dict]]:
+    """Attach content-derived ``video_id``s; missing or unreadable files become quarantine rows."""
+
+    def one(rec: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
         try:
             return rec, storage.content_id(rec["uri"]), None
-        except (FileNotFoundError, IsADirectoryError) as err:
-            return rec, None, f"missing file: {err}"
+        except FileNotFoundError:
+            return rec, None, f"missing video file: {rec['uri']}"
+        except IsADirectoryError:
+            return rec, None, f"not a file: {rec['uri']}"
         except OSError as err:
-            return rec, None, f"unreadable file: {err}"
+            return rec, None, f"unreadable video file: {type(err).__name__}: {err}"
 
     ok, bad = [], []
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for rec, vid, err in pool.map(one, records):
             if err:
-                bad.append(quarantine_row(rec["uri"], stage, err))
+                bad.append(quarantine_row(rec["uri"], STAGE, err))
             else:
                 ok.append({**rec, "video_id": vid})
     return ok, bad
 
 
-def build_tables(results: list[ReadResult], split: SplitConfig) -> tuple[pa.Table, pa.Table, pa.Table]:
+@dataclass
+class IngestTables:
+    manifest: pa.Table
+    prompts: pa.Table
+    quarantine: pa.Table
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def build_tables(results: list[ReadResult], split: SplitConfig) -> IngestTables:
+    """Merge reader results into the manifest, prompt and quarantine tables (sorted by id)."""
     videos: dict[str, dict[str, Any]] = {}
     prompts: dict[str, dict[str, Any]] = {}
     quarantine: list[dict[str, Any]] = []
+    counts = {"rejected_entries": 0, "missing_videos": 0, "duplicate_videos": 0, "duplicate_prompts": 0, "ratings": 0}
     for res in results:
-        quarantine.extend(quarantine_row(r.file, "ingest", f"rejected entry {r.index}: {r.reason}") for r in res.rejects)
+        counts["rejected_entries"] += len(res.rejects)
+        counts["ratings"] += res.ratings
+        quarantine.extend(
+            quarantine_row(r.file, STAGE, f"rejected entry {r.index}: {r.reason}" if r.index is not None else r.reason)
+            for r in res.rejects
+        )
         if res.kind == "prompts":
             for rec in res.records:
-                pid = hashlib.sha256(rec["caption"].encode()).hexdigest()[:16]
-                prompts.setdefault(pid, {**rec, "prompt_id": pid, "split": assign_split(rec["caption"], split)})
+                pid = prompt_id(rec["caption"])
+                if pid in prompts:
+                    counts["duplicate_prompts"] += 1
+                    merged = prompts[pid]["dimensions"] + [d for d in rec["dimensions"] if d not in prompts[pid]["dimensions"]]
+                    prompts[pid]["dimensions"] = merged
+                    continue
+                prompts[pid] = {**rec, "prompt_id": pid, "split": assign_split(rec["caption"].strip(), split)}
             continue
         hashed, bad = hash_videos(res.records)
+        counts["missing_videos"] += len(bad)
         quarantine.extend(bad)
         for rec in hashed:
-            if rec["video_id"] in videos:
-                first = videos[rec["video_id"]]
+            first = videos.get(rec["video_id"])
+            if first is not None:
+                counts["duplicate_videos"] += 1
                 if first["uri"] != rec["uri"]:
                     quarantine.append(
-                        quarantine_row(rec["uri"], "ingest", f"duplicate content of {first['uri']}", rec["video_id"])
+                        quarantine_row(
+                            rec["uri"], STAGE, f"duplicate content of {first['uri']} (kept that one)", rec["video_id"]
+                        )
                     )
                 continue
             videos[rec["video_id"]] = {**rec, "split": assign_split(rec["video_id"], split)}
-    by_id = sorted(videos.values(), key=lambda r: r["video_id"])
-    return (
-        rows_to_table(by_id, MANIFEST_SCHEMA),
-        rows_to_table(sorted(prompts.values(), key=lambda r: r["prompt_id"]), PROMPTS_SCHEMA),
-        rows_to_table(quarantine, QUARANTINE_SCHEMA),
-    )
+    manifest = rows_to_table(sorted(videos.values(), key=lambda r: r["video_id"]), MANIFEST_SCHEMA)
+    prompt_table = rows_to_table(sorted(prompts.values(), key=lambda r: r["prompt_id"]), PROMPTS_SCHEMA)
+    quarantine_table = rows_to_table(quarantine, QUARANTINE_SCHEMA)
+    counts.update(summary_counts(manifest, prompt_table, quarantine_table))
+    return IngestTables(manifest, prompt_table, quarantine_table, counts)
+
+
+def summary_counts(manifest: pa.Table, prompts: pa.Table, quarantine: pa.Table) -> dict[str, int]:
+    counts = {"videos": manifest.num_rows, "prompts": prompts.num_rows, "quarantined": quarantine.num_rows}
+    for name, table in (("videos", manifest), ("prompts", prompts)):
+        for col, prefix in (("source", name), ("split", f"{name}_split")):
+            values = table.column(col).to_pylist()
+            counts.update({f"{prefix}_{v}": values.count(v) for v in sorted(set(values))})
+    return counts
 
 
 def resolve_datasets(cfg: PipelineConfig, synth_outputs: dict[str, str] | None) -> list[DatasetEntry]:
+    """The config's datasets from the catalog, with ``{synth}`` resolved from the synth outputs."""
     catalog = load_catalog(cfg.data.catalog)
-    variables = {"synth": synth_outputs["videos_root"]} if synth_outputs else {}
+    if not cfg.data.datasets:
+        raise ValueError("data.datasets is empty: name at least one catalog dataset")
     missing = [n for n in cfg.data.datasets if n not in catalog]
     if missing:
-        raise ValueError(f"data.datasets: unknown dataset(s) {missing}; catalog has {sorted(catalog)}")
+        raise ValueError(f"data.datasets: unknown dataset(s) {missing}; the catalog has {sorted(catalog)}")
+    variables = {"synth": synth_outputs["videos_root"]} if synth_outputs and "videos_root" in synth_outputs else {}
     return [catalog[name].resolved(variables) for name in cfg.data.datasets]
 
 
-def run_ingest(
-    cfg: PipelineConfig, synth_outputs: dict[str, str] | None = None, progress: ProgressFn | None = None
-) -> storage.StageResult:
-    progress = resolve(progress)
-    entries = resolve_datasets(cfg, synth_outputs)
-    upstream = [storage.fingerprint_uri(e.uri) for e in entries]
-    key = storage.stage_key("ingest", upstream, cfg.data.fingerprint(), [e.__dict__ for e in entries])
-    out = storage.stage_dir(cfg.run_root, "ingest", key)
-    if done := storage.load_success(out):
-        return done
-    results = []
-    for i, e in enumerate(entries):
-        progress(i / max(len(entries), 1), f"reading {e.name} ({e.format})")
-        results.append(read_source(e.format, e.uri, e.videos_root, e.source))
-    manifest, prompts, quarantine = build_tables(results, cfg.data.split)
+def write_tables(out: str, tables: IngestTables) -> dict[str, str]:
     outputs = {
         "manifest": storage.join(out, "manifest.parquet"),
         "prompts": storage.join(out, "prompts.parquet"),
         "quarantine": storage.join(out, "quarantine.parquet"),
     }
-    storage.write_table(outputs["manifest"], manifest)
-    storage.write_table(outputs["prompts"], prompts)
-    storage.write_table(outputs["quarantine"], quarantine)
-    progress(1.0, f"{manifest.num_rows} videos, {prompts.num_rows} prompts, {quarantine.num_rows} quarantined")
-    return storage.mark_success(storage.StageResult("ingest", key, out, outputs, ingest_counts(manifest, prompts, quarantine)))
+    storage.write_table(outputs["manifest"], tables.manifest)
+    storage.write_table(outputs["prompts"], tables.prompts)
+    storage.write_table(outputs["quarantine"], tables.quarantine)
+    return outputs
 
 
-def ingest_counts(manifest: pa.Table, prompts: pa.Table, quarantine: pa.Table) -> dict[str, int]:
-    sources = manifest.column("source").to_pylist()
-    counts = {"videos": manifest.num_rows, "prompts": prompts.num_rows, "quarantined": quarantine.num_rows}
-    counts.update({f"videos_{s}": sources.count(s) for s in sorted(set(sources))})
-    return counts
+def run_ingest(
+    cfg: PipelineConfig, synth_outputs: dict[str, str] | None = None, progress: ProgressFn | None = None
+) -> storage.StageResult:
+    """Read every dataset of ``cfg.data.datasets`` into one manifest, one prompt table and a quarantine."""
+    progress = resolve(progress)
+    entries = resolve_datasets(cfg, synth_outputs)
+    upstream = [storage.fingerprint_uri(e.uri) for e in entries]
+    key = storage.stage_key(STAGE, upstream, cfg.data.fingerprint(), [e.__dict__ for e in entries])
+    out = storage.stage_dir(cfg.run_root, STAGE, key)
+    if done := storage.load_success(out):
+        return done
+    results = []
+    for i, e in enumerate(entries):
+        progress(i / len(entries), f"reading {e.name} ({e.format}) from {e.uri}")
+        results.append(read_source(e.format, e.uri, e.videos_root, e.source))
+    tables = build_tables(results, cfg.data.split)
+    outputs = write_tables(out, tables)
+    c = tables.counts
+    progress(1.0, f"{c['videos']} videos, {c['prompts']} prompts, {c['quarantined']} quarantined")
+    metrics = {"datasets": [e.name for e in entries], "rejected": [r["error"] for r in tables.quarantine.to_pylist()[:20]]}
+    return storage.mark_success(storage.StageResult(STAGE, key, out, outputs, c, metrics))
 
 
 def ingest_source(
     fmt: str, uri: str, out_uri: str, videos_root: str | None = None, split: SplitConfig | None = None
 ) -> dict[str, int]:
-    """One source -> one table at ``out_uri`` (videos: manifest; prompts: prompt table), quarantine beside it."""
+    """One source -> one table at ``out_uri`` (videos: manifest; prompts: prompt table).
+
+    The quarantine goes beside it as ``<out>.quarantine.parquet``. Returns the counts.
+    """
     result = read_source(fmt, uri, videos_root)
-    manifest, prompts, quarantine = build_tables([result], split or SplitConfig())
-    storage.write_table(out_uri, prompts if result.kind == "prompts" else manifest)
+    tables = build_tables([result], split or SplitConfig())
+    storage.write_table(out_uri, tables.prompts if result.kind == "prompts" else tables.manifest)
+    storage.write_table(quarantine_uri_for(out_uri), tables.quarantine)
+    return tables.counts
+
+
+def quarantine_uri_for(out_uri: str) -> str:
     base = out_uri[: -len(".parquet")] if out_uri.endswith(".parquet") else out_uri
-    storage.write_table(f"{base}.quarantine.parquet", quarantine)
-    return ingest_counts(manifest, prompts, quarantine)
+    return f"{base}.quarantine.parquet"
+
+
+__all__ = ["assign_split", "build_tables", "ingest_source", "prompt_id", "resolve_datasets", "run_ingest"]

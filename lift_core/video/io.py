@@ -49,13 +49,15 @@ HAS_DECORD = _has_decord()
 def uniform_indices(num_total: int, k: int) -> list[int]:
     """LiFT's sampling: K indices spread uniformly over the clip, both ends included.
 
+    Exactly VILA's ``opencv_extract_frames`` that LiFT-Critic calls:
+    ``np.linspace(0, frame_count - 1, num_frames, dtype=int)`` (truncated, not rounded).
     A clip shorter than K repeats frames, so every video yields exactly K frames.
     """
     if num_total <= 0:
         raise VideoDecodeError("video has no frames")
     if k <= 0:
         raise ValueError(f"num_frames must be positive, got {k}")
-    return [int(round(x)) for x in np.linspace(0, num_total - 1, k)]
+    return [int(i) for i in np.linspace(0, num_total - 1, k, dtype=int)]
 
 
 _LOG_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")

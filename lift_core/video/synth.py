@@ -5,9 +5,15 @@
 - motion: smooth -> Good, jittery -> Normal, teleporting -> Bad.
 - fidelity: clean -> Good, blur or light noise -> Normal, blocky corruption or strong noise -> Bad.
 
-Levels are drawn independently and uniformly, so a majority-class critic scores about 1/3.
-Everything is made visually obvious at 56 px and 8 frames, the critic's input size in the demo.
-The same seed gives the same bytes.
+Each dimension's levels are balanced (a third each) and shuffled independently of the other
+dimensions, so a majority-class critic scores 1/3. Everything is made visually obvious at 56 px and
+8 frames, the critic's input size in the demo: large saturated shapes on a plain dark background,
+motion across half the frame, strong noise, big grey macroblocks. Size, speed and path vary per
+video, so every video has its own content id. The same seed gives the same bytes.
+
+Outputs (``write_synthetic``): ``lift-hra.json`` (LiFT-HRA's LLaVA conversation format, one entry
+per video and question), ``hd-vila.json`` (clean, smooth, caption-true videos in LiFT's inference
+format), ``prompts.json`` (a VBench-format prompt suite of the same caption grammar) and the mp4s.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 
 from lift_core import storage
 from lift_core.config import LABELS, PipelineConfig, SyntheticConfig
+from lift_core.progress import ProgressFn, resolve
 from lift_core.video.io import encode_mp4
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -98,14 +105,18 @@ def _other(rng: np.random.RandomState, options, current: str) -> str:
     return choices[rng.randint(len(choices))]
 
 
-def sample_spec(rng: np.random.RandomState, clean: bool = False) -> SynthSpec:
+def sample_spec(
+    rng: np.random.RandomState, clean: bool = False, levels: tuple[int, int, int] | None = None
+) -> SynthSpec:
+    """A random video spec. ``levels`` = (semantic, motion, fidelity), each 0 Good, 1 Normal, 2 Bad;
+    random when None. ``clean`` gives a caption-true, smooth, clean video (the "real" set)."""
     colour = list(COLOURS)[rng.randint(len(COLOURS))]
     shape = SHAPES[rng.randint(len(SHAPES))]
     count = list(COUNTS)[rng.randint(len(COUNTS))]
     direction = DIRECTIONS[rng.randint(len(DIRECTIONS))]
     if clean:
         return SynthSpec(colour, shape, count, direction, "smooth", "clean", colour, shape, count)
-    semantic, motion_level, fidelity_level = rng.randint(3), rng.randint(3), rng.randint(3)
+    semantic, motion_level, fidelity_level = levels if levels is not None else tuple(rng.randint(3, size=3))
     n_wrong = [0, 1, 2 + rng.randint(2)][semantic]
     wrong = set(rng.permutation(["colour", "shape", "count"])[:n_wrong].tolist())
     cap_colour = _other(rng, list(COLOURS), colour) if "colour" in wrong else colour
@@ -150,37 +161,55 @@ def _degrade(frame: np.ndarray, kind: str, rng: np.random.RandomState) -> np.nda
     elif kind == "heavy-noise":
         f = f + rng.normal(0, 80, f.shape)
     elif kind == "blocky":
-        b = max(h // 8, 2)
-        small = f[::b, ::b]
-        f = np.repeat(np.repeat(small, b, 0), b, 1)[:h, :w]
-        # Corrupt a third of the blocks with random colours, as broken macroblocks look.
+        # Broken macroblocks: big flat grey blocks over about a quarter of the frame, new ones every
+        # frame. Grey is in no caption's palette, so colour, shape and count stay readable around them.
+        b = max(min(h, w) // 8, 2)
         for by in range(0, h, b):
             for bx in range(0, w, b):
-                if rng.rand() < 0.33:
-                    f[by : by + b, bx : bx + b] = rng.randint(0, 256, 3)
+                if rng.rand() < 0.25:
+                    f[by : by + b, bx : bx + b] = rng.uniform(70, 190)
     return np.clip(f, 0, 255).astype(np.uint8)
 
 
+def _group_centre_range(size: float, extent: float) -> tuple[float, float]:
+    lo, hi = extent + 1, size - extent - 1
+    return (lo, hi) if lo < hi else (size / 2, size / 2)
+
+
 def render(spec: SynthSpec, height: int, width: int, num_frames: int, seed: int) -> np.ndarray:
-    """uint8 [T, H, W, 3] frames of ``spec``."""
+    """uint8 [T, H, W, 3] frames of ``spec``: large saturated shapes on a plain dark background."""
     rng = np.random.RandomState(seed)
     n = COUNTS[spec.count]
-    r = min(height, width) * (0.16 if n == 1 else 0.12)
-    span = min(height, width) * 0.35
+    side = min(height, width)
+    # Size, speed and path vary a little per video, so no two videos have the same bytes (video_id).
+    r = side * (0.16 if n == 1 else 0.12) * rng.uniform(0.9, 1.1)
+    span = side * 0.45 * rng.uniform(0.85, 1.1)  # smooth motion crosses almost half the frame
     dy, dx = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}[spec.direction]
     # Objects sit on a line perpendicular to the motion, spaced so they never overlap.
     gap = 2.4 * r
     offsets = [(i - (n - 1) / 2) * gap for i in range(n)]
+    group = (n - 1) / 2 * gap + r  # half-extent of the group across the motion
+    y_range = _group_centre_range(height, group if dx else r)
+    x_range = _group_centre_range(width, group if dy else r)
+    # The path runs through a random point across the motion, within the frame.
+    base_y = float(np.clip(height / 2 + rng.uniform(-0.15, 0.15) * side, *y_range)) if dx else height / 2
+    base_x = float(np.clip(width / 2 + rng.uniform(-0.15, 0.15) * side, *x_range)) if dy else width / 2
     frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    prev: tuple[float, float] | None = None
     for t in range(num_frames):
         progress = t / max(num_frames - 1, 1) - 0.5
-        cy, cx = height / 2 + dy * span * progress, width / 2 + dx * span * progress
+        cy, cx = base_y + dy * span * progress, base_x + dx * span * progress
         if spec.motion == "jittery":
-            cy += rng.uniform(-1, 1) * r * 0.9
-            cx += rng.uniform(-1, 1) * r * 0.9
+            # Shaking around the smooth path, by up to most of an object's radius.
+            cy += rng.uniform(-1, 1) * r * 0.8
+            cx += rng.uniform(-1, 1) * r * 0.8
         elif spec.motion == "teleporting":
-            cy = rng.uniform(r + 2, height - r - 2) if dx else rng.uniform(height * 0.3, height * 0.7)
-            cx = rng.uniform(r + 2, width - r - 2) if dy else rng.uniform(width * 0.3, width * 0.7)
+            # A random place every frame, far from the previous one.
+            for _ in range(20):
+                cy, cx = rng.uniform(*y_range), rng.uniform(*x_range)
+                if prev is None or np.hypot(cy - prev[0], cx - prev[1]) >= side * 0.3:
+                    break
+            prev = (cy, cx)
         frame = np.empty((height, width, 3), dtype=np.uint8)
         frame[:] = BACKGROUND
         for off in offsets:
@@ -188,6 +217,24 @@ def render(spec: SynthSpec, height: int, width: int, num_frames: int, seed: int)
             frame[_shape_mask(spec.shape, height, width, cy + oy, cx + ox, r)] = COLOURS[spec.colour]
         frames[t] = _degrade(frame, spec.fidelity, rng) if spec.fidelity != "clean" else frame
     return frames
+
+
+def prompt_suite(rng: np.random.RandomState, n: int) -> list[dict[str, Any]]:
+    """``n`` distinct captions of the synthetic grammar in VBench's format (``prompt_en``, ``dimension``, ``prompt_opt``)."""
+    combos = [(c, col, sh, d) for c in COUNTS for col in COLOURS for sh in SHAPES for d in DIRECTIONS]
+    if n > len(combos):
+        raise ValueError(f"n_prompts={n}: the synthetic grammar has only {len(combos)} distinct captions")
+    out = []
+    for i in rng.permutation(len(combos))[:n]:
+        count, colour, shape, direction = combos[i]
+        caption = caption_text(count, colour, shape, direction)
+        # VBench's tags for what these prompts test: colour, object class and, above one, counting.
+        tags = ["color", "object_class"] + (["multiple_objects"] if count != "one" else [])
+        out.append(
+            {"prompt_en": caption, "dimension": tags,
+             "prompt_opt": f"{caption[0].upper()}{caption[1:]} across a plain dark background, smoothly and steadily."}
+        )
+    return out
 
 
 def _hra_entries(video_rel: str, spec: SynthSpec) -> list[dict[str, Any]]:
@@ -209,9 +256,11 @@ def _hra_entries(video_rel: str, spec: SynthSpec) -> list[dict[str, Any]]:
 def write_synthetic(out: str, cfg: SyntheticConfig) -> dict[str, str]:
     """Render the rated set, the clean "real" set and the prompt suite under ``out``."""
     rng = np.random.RandomState(cfg.seed)
+    # Each dimension's levels are balanced (a third each) and shuffled independently of the others.
+    levels = np.stack([rng.permutation(np.arange(cfg.n) % 3) for _ in range(3)], axis=1)
     hra: list[dict[str, Any]] = []
     for i in range(cfg.n):
-        spec = sample_spec(rng)
+        spec = sample_spec(rng, levels=tuple(int(x) for x in levels[i]))
         rel = f"videos/synth_{i:05d}.mp4"
         frames = render(spec, cfg.height, cfg.width, cfg.num_frames, seed=cfg.seed * 1_000_003 + i)
         storage.write_bytes_atomic(storage.join(out, rel), encode_mp4(frames, cfg.fps))
@@ -223,10 +272,7 @@ def write_synthetic(out: str, cfg: SyntheticConfig) -> dict[str, str]:
         frames = render(spec, cfg.height, cfg.width, cfg.num_frames, seed=cfg.seed * 1_000_003 + 500_000 + i)
         storage.write_bytes_atomic(storage.join(out, rel), encode_mp4(frames, cfg.fps))
         real.append({"video_id": f"real_{i:05d}", "video": rel, "caption": spec.caption})
-    prompts = []
-    for _ in range(cfg.n_prompts):
-        spec = sample_spec(rng, clean=True)
-        prompts.append({"prompt_en": spec.caption, "dimension": ["synthetic"], "prompt_opt": spec.caption})
+    prompts = prompt_suite(rng, cfg.n_prompts)
     outputs = {
         "hra_json": storage.join(out, "lift-hra.json"),
         "real_json": storage.join(out, "hd-vila.json"),
@@ -239,7 +285,21 @@ def write_synthetic(out: str, cfg: SyntheticConfig) -> dict[str, str]:
     return outputs
 
 
-def run_synth(cfg: PipelineConfig, progress=None) -> storage.StageResult:
+def label_counts(hra_json: str) -> dict[str, int]:
+    """``label_<dim>_<Label>`` counts of a written LiFT-HRA file (a check that every level is present)."""
+    from data_catalog.lift_questions import dimension_of_question
+
+    counts: dict[str, int] = {}
+    for entry in storage.read_json(hra_json):
+        dim = dimension_of_question(entry["conversations"][0]["value"])
+        label = entry["conversations"][1]["value"].split(".", 1)[0]
+        counts[f"label_{dim}_{label}"] = counts.get(f"label_{dim}_{label}", 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def run_synth(cfg: PipelineConfig, progress: ProgressFn | None = None) -> storage.StageResult:
+    """The synth stage: ``cfg.data.synthetic`` rendered under ``<run_root>/synth/<key>/``."""
+    progress = resolve(progress)
     syn = cfg.data.synthetic
     if syn is None:
         raise ValueError("data.synthetic is not set in the config")
@@ -247,11 +307,12 @@ def run_synth(cfg: PipelineConfig, progress=None) -> storage.StageResult:
     out = storage.stage_dir(cfg.run_root, "synth", key)
     if done := storage.load_success(out):
         return done
+    progress(0.0, f"rendering {syn.n} rated + {syn.n_real} real videos at {syn.height}x{syn.width}")
     outputs = write_synthetic(out, syn)
-    result = storage.StageResult(
-        "synth", key, out, outputs, counts={"rated_videos": syn.n, "real_videos": syn.n_real, "prompts": syn.n_prompts}
-    )
-    return storage.mark_success(result)
+    counts = {"rated_videos": syn.n, "real_videos": syn.n_real, "prompts": syn.n_prompts}
+    counts.update(label_counts(outputs["hra_json"]))
+    progress(1.0, "synthetic data written")
+    return storage.mark_success(storage.StageResult("synth", key, out, outputs, counts))
 
 
-__all__ = ["LABELS", "SynthSpec", "render", "run_synth", "sample_spec", "write_synthetic"]
+__all__ = ["LABELS", "SynthSpec", "label_counts", "prompt_suite", "render", "run_synth", "sample_spec", "write_synthetic"]

@@ -13,14 +13,21 @@ from data_catalog.readers import SourceError, parse_label_answer, read_source
 def test_vidgen_annotations_group_by_video(fixtures_dir):
     res = read_source("lift-hra", str(fixtures_dir / "annotations/vidgen-data.json"))
     assert len(res.records) == 711
-    assert res.rejects == []
+    assert res.rejects == [] and res.ratings == 1000
     labels = [r[f"label_{d}"] for r in res.records for d in ("semantic", "fidelity", "motion") if r[f"label_{d}"]]
     assert len(labels) == 1000
     assert set(labels) == {"Good"}
+    per_dim = {d: sum(r[f"label_{d}"] is not None for r in res.records) for d in ("semantic", "fidelity", "motion")}
+    assert per_dim == {"semantic": 352, "fidelity": 315, "motion": 333}
     first = res.records[0]
     assert first["caption"].startswith("The video features three women")
-    assert "Please identify" not in first["caption"]
+    assert first["caption"].endswith('displaying the logo "abc."')
+    assert "Please identify" not in first["caption"] and "<video>" not in first["caption"]
     assert first["reason_fidelity"] == "There are no obvious problems."
+    # Relative video paths resolve next to the JSON unless a videos root is given.
+    assert first["uri"] == f"{fixtures_dir}/annotations/videos/AkQlXiOmKhM-Scene-0009.mp4"
+    rooted = read_source("lift-hra", str(fixtures_dir / "annotations/vidgen-data.json"), "s3://bucket/hra")
+    assert rooted.records[0]["uri"] == "s3://bucket/hra/videos/AkQlXiOmKhM-Scene-0009.mp4"
 
 
 def test_questions_are_lifts_verbatim(fixtures_dir):
@@ -37,28 +44,41 @@ def test_critic_output_labels(fixtures_dir):
     got = [(r["label_semantic"], r["label_fidelity"], r["label_motion"]) for r in res.records]
     assert got == [("Good", "Bad", "Good"), ("Bad", "Bad", "Normal")]
     assert res.records[0]["uri"].endswith("lift-demo/0.mp4")
+    assert res.records[1]["reason_motion"].startswith("The panda's movements in the video are basically normal")
+    assert res.ratings == 6 and res.rejects == []
     res40 = read_source("critic-output", str(fixtures_dir / "lift-demo/critic_output_40b.json"))
-    assert len(res40.records) == 2 and res40.rejects == []
+    got40 = [(r["label_semantic"], r["label_fidelity"], r["label_motion"]) for r in res40.records]
+    assert got40 == [("Good", "Good", "Good"), ("Bad", "Bad", "Normal")] and res40.rejects == []
 
 
 def test_inference_json_resolves_next_to_it(fixtures_dir):
     res = read_source("lift-inference", str(fixtures_dir / "lift-demo/test.json"))
-    assert [r["uri"].rsplit("/", 1)[-1] for r in res.records] == ["0.mp4", "1.mp4"]
+    assert len(res.records) == 2 and res.rejects == []
+    assert [r["uri"] for r in res.records] == [str(fixtures_dir / "lift-demo/0.mp4"), str(fixtures_dir / "lift-demo/1.mp4")]
+    assert res.records[0]["caption"].startswith("A majestic crane") and res.records[1]["caption"].startswith("A fluffy panda")
     assert all(r["label_semantic"] is None for r in res.records)
 
 
 def test_vbench_prompts(fixtures_dir):
     res = read_source("vbench-prompts", str(fixtures_dir / "prompts/vbench_full_info_opt.json"))
-    assert len(res.records) == 946
+    assert len(res.records) == 946 and res.rejects == []
+    assert len({r["caption"] for r in res.records}) == 944  # two prompts appear twice (ingest merges them)
     assert res.kind == "prompts"
     assert res.records[0]["caption"] == "In a still frame, a stop sign"
     assert len({d for r in res.records for d in r["dimensions"]}) == 16
 
 
-def test_alignment_template_is_rejected_clearly(fixtures_dir):
-    # LiFT's template has a trailing comma: not JSON. The error names the file and the position.
-    with pytest.raises(SourceError, match="alignment-data-template.json is not valid JSON"):
-        read_source("alignment", str(fixtures_dir / "annotations/alignment-data-template.json"))
+def test_alignment_template_is_rejected_clearly(fixtures_dir, tmp_path):
+    # LiFT's template has a trailing comma, so it is not JSON: the whole source is refused, naming
+    # the file and the position (no lenient parsing that could hide other damage).
+    template = fixtures_dir / "annotations/alignment-data-template.json"
+    with pytest.raises(SourceError, match=r"alignment-data-template.json is not valid JSON: .*line 7"):
+        read_source("alignment", str(template))
+    # Without the comma, its one entry is still a placeholder: "reward_score" is not a number.
+    fixed = tmp_path / "template.json"
+    fixed.write_text(template.read_text().replace("},\n]", "}\n]"))
+    res = read_source("alignment", str(fixed))
+    assert res.records == [] and [(r.index, r.reason) for r in res.rejects] == [(0, "score 'reward_score' is not a number")]
 
 
 def test_alignment_entries_validated(tmp_path):
@@ -123,3 +143,36 @@ def test_missing_and_malformed_sources(tmp_path):
         read_source("lift-inference", str(bad))
     with pytest.raises(SourceError, match="unknown format"):
         read_source("mp3", str(bad))
+
+
+def test_second_rating_or_other_caption_of_a_video_is_rejected(tmp_path):
+    q = QUESTIONS
+    entries = [
+        ("v.mp4", f"<video>\n a cat {q['motion']}", "Bad. It jumps."),
+        ("v.mp4", f"<video>\n a cat {q['semantic']}", "Good. Fine."),
+        ("v.mp4", f"<video>\n a cat {q['motion']}", "Good. Smooth."),  # a second motion rating
+        ("v.mp4", f"<video>\n a dog {q['fidelity']}", "Good. Fine."),  # another caption
+        ("w.mp4", f"<video>\n a cow {q['fidelity']}", "Normal"),  # label without a reason is fine
+    ]
+    src = tmp_path / "hra.json"
+    src.write_text(json.dumps([{"video": v, "conversations": [{"from": "human", "value": h}, {"from": "gpt", "value": a}]}
+                               for v, h, a in entries]))
+    res = read_source("lift-hra", str(src))
+    assert res.ratings == 3 and len(res.records) == 2
+    v = next(r for r in res.records if r["uri"].endswith("v.mp4"))
+    assert (v["label_motion"], v["label_semantic"], v["label_fidelity"]) == ("Bad", "Good", None)
+    assert [(r.index, r.reason.split(" of ")[0]) for r in res.rejects] == [
+        (2, "second motion rating"), (3, "caption differs from an earlier entry")]
+    w = next(r for r in res.records if r["uri"].endswith("w.mp4"))
+    assert (w["label_fidelity"], w["reason_fidelity"]) == ("Normal", "")
+
+
+def test_critic_output_entries_validated(tmp_path):
+    good = {"video": "a.mp4", "caption": "a cat", "semantic consistency": "Good. ok", "fidelity issues": "Bad. x",
+            "motion issues": "Normal. y"}
+    src = tmp_path / "out.json"
+    src.write_text(json.dumps([good, {**good, "motion issues": "Fine. z"}, {k: v for k, v in good.items() if k != "fidelity issues"}]))
+    res = read_source("critic-output", str(src))
+    assert len(res.records) == 1 and res.records[0]["label_fidelity"] == "Bad"
+    assert [(r.index, r.reason) for r in res.rejects] == [
+        (1, "unknown label 'Fine.' (expected one of Good, Normal, Bad)"), (2, "missing answer 'fidelity issues'")]

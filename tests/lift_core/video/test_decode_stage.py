@@ -1,60 +1,79 @@
-"""The Ray Data decode stage on real fixtures plus every kind of bad input."""
+"""The Ray Data decode stage on the real 480x720 fixtures plus every kind of bad input."""
 
 from __future__ import annotations
-
-import shutil
 
 import pyarrow.parquet as pq
 import pytest
 
-from lift_core.config import DecodeConfig
-from lift_core.schemas import MANIFEST_SCHEMA, rows_to_table
 from lift_core import storage
+from lift_core.config import DecodeConfig
+from lift_core.schemas import MANIFEST_SCHEMA, QUARANTINE_SCHEMA, rows_to_table
 from lift_core.video.decode_stage import decode_manifest
 from lift_core.video.frames import read_frames
+from lift_core.video.io import read_video
+
+BAD = ("zero", "text", "trunc_head", "trunc_tail", "missing")
 
 
 @pytest.fixture()
-def messy_manifest(tmp_path, fixtures_dir):
-    good0, good1 = fixtures_dir / "lift-demo/0.mp4", fixtures_dir / "lift-demo/1.mp4"
-    (tmp_path / "zero.mp4").write_bytes(b"")
-    (tmp_path / "text.mp4").write_text("not a video at all")
-    (tmp_path / "trunc.mp4").write_bytes(good1.read_bytes()[:4000])
+def messy_manifest(tmp_path, fixtures_dir, bad_videos):
     rows = [
-        {"video_id": "good0", "uri": str(good0)},
-        {"video_id": "good1", "uri": str(good1)},
-        {"video_id": "zero", "uri": str(tmp_path / "zero.mp4")},
-        {"video_id": "text", "uri": str(tmp_path / "text.mp4")},
-        {"video_id": "trunc", "uri": str(tmp_path / "trunc.mp4")},
-        {"video_id": "missing", "uri": str(tmp_path / "missing.mp4")},
+        {"video_id": "good0", "uri": str(fixtures_dir / "lift-demo/0.mp4")},
+        {"video_id": "good1", "uri": str(fixtures_dir / "lift-demo/1.mp4")},
+        *[{"video_id": name, "uri": str(bad_videos[name])} for name in BAD],
+        {"video_id": "good0", "uri": str(fixtures_dir / "lift-demo/0.mp4")},  # a repeated row
+        {"video_id": None, "uri": str(fixtures_dir / "lift-demo/1.mp4")},  # not a manifest row
     ]
     uri = str(tmp_path / "manifest.parquet")
-    storage.write_table(uri, rows_to_table([{**r, "caption": "c", "source": "t", "split": "train"} for r in rows],
-                                           MANIFEST_SCHEMA))
+    storage.write_table(
+        uri, rows_to_table([{**r, "caption": "c", "source": "t", "split": "train"} for r in rows], MANIFEST_SCHEMA)
+    )
     return uri
 
 
-def test_decode_real_videos_and_quarantine_bad_ones(ray_session, tmp_path, messy_manifest):
-    res = decode_manifest(messy_manifest, str(tmp_path / "out"), DecodeConfig(frames=8, height=56, width=56,
-                                                                               batch_size=2))
-    assert res["counts"] == {"videos": 6, "decoded": 2, "quarantined": 4, "resumed": 0}
+def test_decode_real_videos_and_quarantine_bad_ones(ray_session, tmp_path, messy_manifest, fixtures_dir):
+    res = decode_manifest(messy_manifest, str(tmp_path / "out"), DecodeConfig(frames=8, height=56, width=56, batch_size=2))
+    assert res["counts"] == {"videos": 7, "decoded": 2, "quarantined": 6, "resumed": 0, "duplicate_rows": 1}
     frames = read_frames(res["outputs"]["frames"])
     assert set(frames) == {"good0", "good1"}
-    assert frames["good0"].shape == (8, 56, 56, 3)
-    q = pq.read_table(res["outputs"]["quarantine"]).to_pylist()
-    errors = {r["video_id"]: r["error"] for r in q}
-    assert set(errors) == {"zero", "text", "trunc", "missing"}
+    # The stage's frames are exactly what read_video gives (LiFT's sampling, resized on decode).
+    direct = read_video(str(fixtures_dir / "lift-demo/1.mp4"), 8, 56, 56)
+    assert (frames["good1"] == direct.frames).all()
+    meta = {r["video_id"]: r for r in pq.read_table(res["outputs"]["frames"]).select(
+        ["video_id", "frame_indices", "num_frames_total", "fps", "height", "width"]).to_pylist()}
+    assert meta["good0"]["frame_indices"] == [0, 6, 13, 20, 27, 34, 41, 48]
+    assert (meta["good0"]["num_frames_total"], meta["good0"]["height"], meta["good0"]["width"]) == (49, 56, 56)
+
+    q = pq.read_table(res["outputs"]["quarantine"])
+    assert q.schema.equals(QUARANTINE_SCHEMA)
+    errors = {r["video_id"]: r["error"] for r in q.to_pylist()}
+    assert set(errors) == {*BAD, None}
     assert "zero-byte" in errors["zero"] and "file not found" in errors["missing"]
-    assert all(r["stage"] == "decode" for r in q)
+    assert "not a decodable video" in errors["text"]
+    assert "without uri or video_id" in errors[None]
+    assert all(r["stage"] == "decode" and r["uri"] for r in q.to_pylist())
 
 
 def test_decode_resumes_from_written_shards(ray_session, tmp_path, messy_manifest):
     out = str(tmp_path / "out")
-    first = decode_manifest(messy_manifest, out, DecodeConfig(frames=4, height=32, width=48, batch_size=1))
+    params = DecodeConfig(frames=4, height=32, width=48, batch_size=1)
+    first = decode_manifest(messy_manifest, out, params)
     shards = sorted((tmp_path / "out/frames").glob("*.parquet"))
     assert len(shards) == 2
+    kept = shards[1].stat().st_mtime_ns
     shards[0].unlink()  # as if the run crashed before that shard was written
-    again = decode_manifest(messy_manifest, out, DecodeConfig(frames=4, height=32, width=48, batch_size=1))
+    again = decode_manifest(messy_manifest, out, params)
     assert again["counts"]["resumed"] == 1 and again["counts"]["decoded"] == 2
+    assert shards[1].stat().st_mtime_ns == kept  # the finished shard was not redone
     assert set(read_frames(again["outputs"]["frames"])) == set(read_frames(first["outputs"]["frames"]))
-    shutil.rmtree(tmp_path / "out")
+    # Resuming into the folder with other decode settings would mix shapes: refused.
+    with pytest.raises(ValueError, match="decoded with"):
+        decode_manifest(messy_manifest, out, DecodeConfig(frames=8, height=32, width=48))
+
+
+def test_not_a_manifest(ray_session, tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest not found"):
+        decode_manifest(str(tmp_path / "nope.parquet"), str(tmp_path / "out"), DecodeConfig())
+    storage.write_table(str(tmp_path / "q.parquet"), rows_to_table([], QUARANTINE_SCHEMA).drop_columns(["uri"]))
+    with pytest.raises(ValueError, match="not a manifest"):
+        decode_manifest(str(tmp_path / "q.parquet"), str(tmp_path / "out2"), DecodeConfig())
