@@ -1,0 +1,255 @@
+"""A tiny Qwen2-VL-architecture critic (or Qwen2.5-VL), built locally and saved as a normal model directory.
+
+Nothing is downloaded: the tokenizer is a byte-level BPE trained here (``tokenizers``) on a corpus
+of LiFT's questions, the answer format and the synthetic caption grammar, so ``Good``, ``Normal``
+and ``Bad`` are single tokens. The model is ``Qwen2VLForConditionalGeneration`` from a small config
+with random weights. Model, tokenizer, image/video processors and a Qwen-style chat template are
+written with ``save_pretrained``, so ``load_critic`` loads the directory exactly as it loads
+``Qwen/Qwen2-VL-2B-Instruct`` (``AutoProcessor`` + ``AutoModelForImageTextToText``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from typing import Iterator
+
+from lift_core import storage
+from lift_core.config import DIMENSIONS, LABELS, PipelineConfig, TinyCriticConfig
+
+log = logging.getLogger("lift.critic")
+
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# A minimal Qwen-style template: each turn is <|im_start|>role\n...<|im_end|>\n; a video content
+# item becomes <|vision_start|><|video_pad|><|vision_end|>, which the processor expands to one
+# <|video_pad|> per merged video patch.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif content['type'] == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Generic words of video descriptions and critiques, so captions beyond the synthetic grammar
+# still get sensible pieces (anything else falls back to bytes).
+_GENERIC = (
+    "a an the this that these those is are was were be has have with without and or but not no of in on at to "
+    "from by for as it its they their there here video frame frames scene shows show showing features person "
+    "people man woman child dog cat car animal object objects background camera moving moves motion smooth "
+    "smoothly steady steadily fast slow quickly slowly across left right up down top bottom centre center "
+    "plain dark light bright white black grey gray orange purple pink brown colour color shape shapes size "
+    "small large big number count quantity text caption matches match does says said but however problem "
+    "problems issue issues obvious visible clear clearly blurry blurred blur noise noisy heavy light blocky "
+    "corruption artifacts artifact distorted deformed unrealistic realistic natural physics continuous "
+    "jitter jitters jittery shaking jump jumps random places between teleporting sudden abrupt"
+)
+
+
+def _synthetic_corpus() -> Iterator[str]:
+    """Captions and reasons of the synthetic demo grammar (lift_core.video.synth)."""
+    from lift_core.video import synth
+
+    for count in synth.COUNTS:
+        for colour in synth.COLOURS:
+            for shape in synth.SHAPES:
+                for direction in synth.DIRECTIONS:
+                    yield synth.caption_text(count, colour, shape, direction)
+                shown = f"{count} {colour} {synth.plural(shape, count)}"
+                yield f"The caption says {shown} but the video shows {shown}."
+    for motion in ("smooth", "jittery", "teleporting"):
+        for fidelity in ("clean", "blur", "light-noise", "blocky", "heavy-noise"):
+            spec = synth.SynthSpec("red", "circle", "one", "left", motion, fidelity, "red", "circle", "one")
+            yield from spec.reasons().values()
+
+
+def tokenizer_corpus() -> Iterator[str]:
+    """Lines the tokenizer is trained on: questions, answers, caption grammar, generic words."""
+    from lift_core.critic.prompts import QUESTIONS
+
+    synthetic = list(_synthetic_corpus())
+    for _ in range(4):  # repeated so label words and questions win merges over rarer strings
+        for dim in DIMENSIONS:
+            yield QUESTIONS[dim]
+        for label in LABELS:
+            yield f"{label}. The video is {label.lower()}."
+            yield label
+            yield f"{label}."
+        yield from synthetic
+    yield _GENERIC
+
+
+def train_tokenizer(vocab_size: int):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with Qwen's special tokens; labels are single tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+        model_max_length=4096,
+        padding_side="left",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    for label in LABELS:
+        ids = fast(label, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise RuntimeError(f"tokenizer: label {label!r} is {len(ids)} tokens, not 1 (vocab_size={vocab_size})")
+    return fast
+
+
+def mrope_section(head_dim: int) -> list[int]:
+    """Qwen2-VL's temporal/height/width split of the rotary half-dimension (16:24:24 for head 128)."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def model_config(cfg: TinyCriticConfig, tokenizer):
+    """A ``Qwen2VLConfig`` (or ``Qwen2_5_VLConfig``) of the tiny sizes, with the tokenizer's special ids."""
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
+
+    if cfg.hidden_size % cfg.num_attention_heads:
+        raise ValueError("critic.build_tiny.hidden_size must be a multiple of num_attention_heads")
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": cfg.num_key_value_heads,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta, "mrope_section": mrope_section(head_dim)},
+        "bos_token_id": ids["<|im_start|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    patches = {"patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}
+    if cfg.architecture == "qwen2.5-vl":
+        vision = {
+            "depth": cfg.vision_depth,
+            "hidden_size": cfg.vision_embed_dim,
+            "intermediate_size": cfg.vision_embed_dim * cfg.vision_mlp_ratio,
+            "num_heads": cfg.vision_num_heads,
+            "out_hidden_size": cfg.hidden_size,  # the merger's output: the text model's width
+            "fullatt_block_indexes": [cfg.vision_depth - 1],
+            "window_size": 112,
+            "tokens_per_second": 4,
+            **patches,
+        }
+        config_cls = Qwen2_5_VLConfig
+    else:
+        vision = {
+            "depth": cfg.vision_depth,
+            "embed_dim": cfg.vision_embed_dim,
+            "hidden_size": cfg.hidden_size,  # the merger's output: the text model's width
+            "num_heads": cfg.vision_num_heads,
+            "mlp_ratio": cfg.vision_mlp_ratio,
+            **patches,
+        }
+        config_cls = Qwen2VLConfig
+    return config_cls(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=cfg.tie_word_embeddings,
+    )
+
+
+def build_tiny_critic(out_dir: str, cfg: TinyCriticConfig) -> str:
+    """Build the tiny critic into the local directory ``out_dir`` (written atomically); returns it."""
+    import torch
+    from transformers import (
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    if storage.local_path(out_dir) is None:
+        raise ValueError(f"critic.model must be a local directory to build a tiny critic into, got {out_dir}")
+    out_dir = os.path.abspath(out_dir)
+    tokenizer = train_tokenizer(cfg.vocab_size)
+    config = model_config(cfg, tokenizer)
+    torch.manual_seed(cfg.seed)
+    qwen25 = cfg.architecture == "qwen2.5-vl"
+    model = (Qwen2_5_VLForConditionalGeneration if qwen25 else Qwen2VLForConditionalGeneration)(config).eval()
+    processor = (Qwen2_5_VLProcessor if qwen25 else Qwen2VLProcessor)(
+        image_processor=Qwen2VLImageProcessor(),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
+    )
+    tmp = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        with open(os.path.join(tmp, "lift_tiny_critic.json"), "w") as f:
+            json.dump({"built_by": "lift_core.critic.builder", "config": cfg.model_dump(mode="json"),
+                       "parameters": sum(p.numel() for p in model.parameters())}, f, indent=2)
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.makedirs(os.path.dirname(out_dir) or ".", exist_ok=True)
+        os.rename(tmp, out_dir)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("built tiny critic (%d parameters) in %s", sum(p.numel() for p in model.parameters()), out_dir)
+    return out_dir
+
+
+def ensure_critic_base(cfg: PipelineConfig) -> str:
+    """The critic base model to load: builds the tiny one into ``critic.model`` when ``critic.build_tiny``
+    is set and the directory has no ``config.json``; otherwise returns ``critic.model`` as is."""
+    c = cfg.critic
+    if c.build_tiny is None:
+        return c.model
+    local = storage.local_path(c.model)
+    if local is None:
+        raise ValueError(f"critic.build_tiny needs a local critic.model directory, got {c.model}")
+    local = os.path.abspath(local)
+    if not os.path.exists(os.path.join(local, "config.json")):
+        build_tiny_critic(local, c.build_tiny)
+    return local

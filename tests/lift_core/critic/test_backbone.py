@@ -1,0 +1,153 @@
+"""The tiny critic builder, the backbone interface (loading, batches, label tokens) and critic ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lift_core.config import LABELS
+from lift_core.critic.backbone import IGNORE_INDEX, critic_id, encode_batch, get_spec, load_critic
+from lift_core.critic.prompts import QUESTIONS
+
+CAPTIONS = ["one red circle moving left", "three blue triangles moving up", "two green squares moving down"]
+
+
+def _videos(n, frames=8, size=56, seed=0):
+    rng = np.random.RandomState(seed)
+    return [rng.randint(0, 255, (frames, size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_built_dir_is_a_normal_model_dir(tiny_critic_dir, loaded_critic):
+    names = set(os.listdir(tiny_critic_dir))
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= names
+    cfg = json.loads(open(os.path.join(tiny_critic_dir, "config.json")).read())
+    assert cfg["model_type"] == "qwen2_vl"
+    assert type(loaded_critic.model).__name__ == "Qwen2VLForConditionalGeneration"  # with its LM head
+    tok = loaded_critic.processor.tokenizer
+    for label in LABELS:
+        assert len(tok(label, add_special_tokens=False)["input_ids"]) == 1
+    ids = loaded_critic.label_token_ids
+    assert set(ids) == set(LABELS) and len(set(ids.values())) == 3
+    assert tok.convert_ids_to_tokens(ids["Good"]) == "Good"
+
+
+def test_chat_template_puts_video_then_caption_then_question(loaded_critic):
+    spec = loaded_critic.spec
+    text = spec.prompt_text(loaded_critic.processor, CAPTIONS[0], "motion")
+    assert text == ("<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>"
+                    f"{CAPTIONS[0]} {QUESTIONS['motion']}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_frames_are_not_upscaled_and_odd_frames_are_padded(loaded_critic):
+    inputs = encode_batch(loaded_critic, _videos(2, frames=7), CAPTIONS[:2], ["semantic", "fidelity"])
+    # 7 frames -> 8 -> 4 temporal patches; 56 px -> 4x4 patches of 14 px (not the ~316 px default minimum).
+    assert inputs["video_grid_thw"].tolist() == [[4, 4, 4], [4, 4, 4]]
+    assert inputs["pixel_values_videos"].shape == (2 * 64, 3 * 2 * 14 * 14)
+    assert "mm_token_type_ids" in inputs
+    n_video = (inputs["input_ids"] == loaded_critic.model.config.video_token_id).sum(dim=1)
+    assert n_video.tolist() == [16, 16]  # 64 patches / merge 2x2
+    with pytest.raises(ValueError, match=r"uint8 \[T,H,W,3\]"):
+        encode_batch(loaded_critic, [np.zeros((8, 56, 56), np.uint8)], CAPTIONS[:1], ["motion"])
+    with pytest.raises(ValueError, match="3 captions"):
+        encode_batch(loaded_critic, _videos(1), CAPTIONS, ["motion"])
+
+
+def test_scoring_batch_is_left_padded_so_last_logits_are_the_first_answer_position(loaded_critic):
+    videos = _videos(3)
+    dims = ["semantic", "motion", "fidelity"]  # questions of different lengths: padding is needed
+    batch = encode_batch(loaded_critic, videos, CAPTIONS, dims)
+    assert (batch["attention_mask"][:, -1] == 1).all()
+    assert (batch["attention_mask"][:, 0] == 0).any()
+    with torch.no_grad():
+        together = loaded_critic.model(**batch).logits[:, -1]
+        for i in range(3):
+            alone = loaded_critic.model(**encode_batch(loaded_critic, videos[i:i + 1], CAPTIONS[i:i + 1], dims[i:i + 1])).logits[:, -1]
+            torch.testing.assert_close(together[i:i + 1], alone, rtol=1e-4, atol=1e-4)
+
+
+def test_training_batch_masks_everything_but_the_answer(loaded_critic):
+    answers = ["Good. The video matches the caption.", "Bad. The objects jump to random places between frames.",
+               "Normal. The frames are blurred."]
+    batch = encode_batch(loaded_critic, _videos(3), CAPTIONS, ["semantic", "motion", "fidelity"], answers)
+    tok = loaded_critic.processor.tokenizer
+    assert (batch["attention_mask"][:, 0] == 1).all()  # right padding
+    for i, answer in enumerate(answers):
+        kept = batch["labels"][i][batch["labels"][i] != IGNORE_INDEX]
+        assert tok.decode(kept) == answer + "<|im_end|>"
+        assert kept[0].item() == loaded_critic.label_token_ids[answer.split(".")[0]]
+    out = loaded_critic.model(**batch)
+    assert torch.isfinite(out.loss)
+
+
+def test_unknown_backbone_and_wrong_model_type(tiny_critic_dir):
+    with pytest.raises(ValueError, match="unknown critic backbone"):
+        get_spec("llava-9000")
+    with pytest.raises(ValueError, match="not a qwen2.5-vl model"):
+        load_critic(tiny_critic_dir, backbone="qwen2.5-vl", device="cpu")
+
+
+def _save_random_adapter(loaded, path, seed):
+    from lift_core.config import LoraConfig
+    from lift_core.critic.train import add_lora
+
+    base = load_critic(loaded_path(loaded), device="cpu").model
+    model = add_lora(base, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj", "fc1"], modules_to_save=["merger"]))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:  # LoRA B starts at zero: make the adapter change the outputs
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    model.save_pretrained(path)
+    return model
+
+
+def loaded_path(loaded):
+    return loaded.model.config._name_or_path
+
+
+def test_adapter_round_trips_with_identical_logits(loaded_critic, tmp_path):
+    model = _save_random_adapter(loaded_critic, tmp_path / "adapter", seed=1)
+    model.eval()
+    reloaded = load_critic(loaded_path(loaded_critic), str(tmp_path / "adapter"), device="cpu")
+    batch = encode_batch(reloaded, _videos(2), CAPTIONS[:2], ["semantic", "motion"])
+    with torch.no_grad():
+        a = model(**batch).logits
+        b = reloaded.model(**batch).logits
+        base = loaded_critic.model(**batch).logits
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, base)  # the adapter (LoRA + the saved merger) is really applied
+
+
+def test_critic_id_hashes_adapter_weights_and_base(loaded_critic, tiny_critic_dir, tmp_path):
+    _save_random_adapter(loaded_critic, tmp_path / "a1", seed=1)
+    _save_random_adapter(loaded_critic, tmp_path / "a2", seed=2)
+    shutil.copytree(tmp_path / "a1", tmp_path / "elsewhere" / "a1-copy")
+    id1 = critic_id(tiny_critic_dir, str(tmp_path / "a1"))
+    assert len(id1) == 16 and int(id1, 16) >= 0
+    assert id1 == critic_id(tiny_critic_dir, str(tmp_path / "elsewhere" / "a1-copy"))  # content, not path
+    assert id1 != critic_id(tiny_critic_dir, str(tmp_path / "a2"))
+    assert id1 != critic_id("Qwen/Qwen2-VL-2B-Instruct", str(tmp_path / "a1"))
+    assert critic_id(tiny_critic_dir, None) != id1
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        critic_id(tiny_critic_dir, str(tmp_path))
+
+
+def test_qwen25_vl_backbone_through_the_same_code(tmp_path, tiny_cfg):
+    from lift_core.critic.builder import build_tiny_critic
+
+    path = build_tiny_critic(str(tmp_path / "q25"), tiny_cfg.model_copy(update={"architecture": "qwen2.5-vl"}))
+    loaded = load_critic(path, backbone="qwen2.5-vl", device="cpu", frame_size=(56, 56))
+    assert type(loaded.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    videos = _videos(2)
+    batch = encode_batch(loaded, videos, CAPTIONS[:2], ["semantic", "motion"])
+    assert batch["second_per_grid_ts"].shape == (2,)  # Qwen2.5-VL's temporal rope needs the time step
+    assert batch["video_grid_thw"].tolist() == [[4, 4, 4], [4, 4, 4]]
+    with torch.no_grad():
+        together = loaded.model(**batch).logits[:, -1]
+        alone = loaded.model(**encode_batch(loaded, videos[1:], CAPTIONS[1:2], ["motion"])).logits[:, -1]
+    torch.testing.assert_close(together[1:], alone, rtol=1e-4, atol=1e-4)
