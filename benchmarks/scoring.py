@@ -1,0 +1,385 @@
+"""Benchmark: batched critic scoring against LiFT's way, on the same tiny critic and the same videos.
+
+In one run:
+
+- **LiFT's way** (LiFT-Critic/test/run_critic_13b.py): per video and per question, decode the mp4,
+  then one ``generate`` with ``max_new_tokens=512``, sampled at temperature 0.2, one at a time.
+- **ours, no rationales**: decode each video once, then the three questions of a batch of videos in
+  one left-padded forward pass; rewards from the label-token probabilities.
+- **ours, with rationales**: the same plus one batched greedy ``generate`` (``score.max_new_tokens``).
+- **peak memory** of the Ray Data scoring pipeline (frames Parquet -> scores.parquet) for the small
+  and the large video count, each in a fresh subprocess: the peak of the summed RSS of the process
+  tree (driver, Ray's daemons and workers), sampled every 50 ms.
+
+    python benchmarks/scoring.py                     # defaults: 4 videos, memory at 100 vs 1000
+    python benchmarks/scoring.py --videos 1 --mem-small 4 --mem-large 8 --lift-max-new-tokens 8 --out-dir /tmp/b
+
+Writes ``<out-dir>/scoring.json`` and ``scoring.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+FIXTURES = REPO / "tests" / "fixtures" / "lift-demo"
+NAME = "scoring"
+
+
+# --------------------------------------------------------------------------- inputs
+def build_critic(work: Path, adapter: str | None) -> tuple[str, str]:
+    """The tiny critic base (built locally) and an adapter: ``adapter`` or a fresh, untrained LoRA."""
+    from lift_core.config import CriticConfig, PipelineConfig, TinyCriticConfig
+    from lift_core.critic.builder import ensure_critic_base
+
+    cfg = PipelineConfig(run_root=str(work), critic=CriticConfig(model=str(work / "critic-base"), build_tiny=TinyCriticConfig()))
+    base = ensure_critic_base(cfg)
+    if adapter:
+        return base, adapter
+    out = work / "adapter"
+    if not (out / "adapter_config.json").exists():
+        save_fresh_adapter(base, str(out), cfg.critic)
+    return base, str(out)
+
+
+def save_fresh_adapter(base: str, out: str, critic) -> None:
+    """A LoRA adapter as the trainer saves one, before any step (scoring speed does not depend on training)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_pretrained(base)
+    lora = LoraConfig(r=critic.lora.r, lora_alpha=critic.lora.alpha, target_modules=list(critic.lora.target_modules),
+                      init_lora_weights=False)
+    get_peft_model(model, lora).save_pretrained(out)
+
+
+def fixture_videos(n: int) -> tuple[list[str], list[str]]:
+    """``n`` videos cycled from LiFT's two real 480x720 demo videos, with their captions."""
+    entries = json.loads((FIXTURES / "test.json").read_text())
+    uris = [str(FIXTURES / entries[i % len(entries)]["video"]) for i in range(n)]
+    caps = [entries[i % len(entries)]["caption"] for i in range(n)]
+    return uris, caps
+
+
+# --------------------------------------------------------------------------- the three ways
+def lift_label(text: str) -> str:
+    """LiFT's own parser (process_reward_score.py), reproduced for the baseline only: substring search."""
+    return "Normal" if "Normal" in text else "Bad" if "Bad" in text else "Good"
+
+
+def run_lift_way(loaded, uris, captions, decode, max_new_tokens: int, temperature: float) -> dict[str, Any]:
+    import torch
+
+    from lift_core.config import DIMENSIONS
+    from lift_core.critic.backbone import encode_batch
+    from lift_core.video.io import read_video
+
+    tok = loaded.processor.tokenizer
+    new_tokens = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    for uri, cap in zip(uris, captions):
+        for d in DIMENSIONS:
+            video = read_video(uri, decode.frames, decode.height, decode.width)  # LiFT decodes per question
+            inputs = encode_batch(loaded, [video.frames], [cap], [d])
+            inputs = {k: (v.to(loaded.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
+            with torch.inference_mode():
+                out = loaded.model.generate(**inputs, do_sample=True, temperature=temperature, top_p=None,
+                                            max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+            gen = out[0, inputs["input_ids"].shape[1]:]
+            new_tokens.append(int(gen.shape[0]))
+            lift_label(tok.decode(gen, skip_special_tokens=True))
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": round(secs, 3), "cpu_seconds": round(cpu, 3), "videos_per_s": round(len(uris) / secs, 4),
+            "mean_generated_tokens": round(sum(new_tokens) / len(new_tokens), 1)}
+
+
+def run_ours(scorer, uris, captions, decode, rationale: bool, repeats: int) -> dict[str, Any]:
+    """The median of ``repeats`` passes (each short: one pass is at the mercy of a busy machine)."""
+    from lift_core.video.io import read_video
+
+    passes = []
+    for _ in range(max(1, repeats)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        frames = [read_video(u, decode.frames, decode.height, decode.width).frames for u in uris]  # once per video
+        t1 = time.perf_counter()
+        probs, _ = scorer.score(frames, list(captions), rationale=rationale)
+        passes.append((time.perf_counter() - t0, time.process_time() - c0, t1 - t0))
+        assert probs.shape == (len(uris), 3, 3)
+    secs, cpu, dec = sorted(passes)[len(passes) // 2]
+    return {"seconds": round(secs, 3), "cpu_seconds": round(cpu, 3), "decode_seconds": round(dec, 3),
+            "videos_per_s": round(len(uris) / secs, 4), "repeats": len(passes)}
+
+
+# --------------------------------------------------------------------------- memory (fresh subprocesses)
+def prepare_frames(work: Path, n: int, decode) -> tuple[str, str]:
+    """A frames dir with ``n`` rows (the fixture frames, perturbed per video) and its manifest."""
+    import numpy as np
+
+    from lift_core import storage
+    from lift_core.schemas import MANIFEST_SCHEMA, rows_to_table
+    from lift_core.video.frames import frames_table
+    from lift_core.video.io import read_video
+
+    uris, caps = fixture_videos(2)
+    base = [read_video(u, decode.frames, decode.height, decode.width) for u in uris]
+    root = work / f"mem-{n}"
+    frames_dir, manifest = root / "frames", root / "manifest.parquet"
+    if manifest.exists():
+        return str(manifest), str(frames_dir)
+    rng = np.random.default_rng(n)
+    rows, man = [], []
+    for i in range(n):
+        v = base[i % 2]
+        noise = rng.integers(0, 8, size=v.frames.shape, dtype=np.uint8)
+        vid = f"{n:05d}{i:011d}"
+        rows.append({"video_id": vid, "frames": v.frames + noise, "frame_indices": v.frame_indices,
+                     "num_frames_total": v.num_frames_total, "fps": v.fps})
+        man.append({"video_id": vid, "uri": f"{uris[i % 2]}#{i}", "caption": caps[i % 2], "source": "generated",
+                    "split": "test"})
+        if len(rows) == 64 or i == n - 1:
+            storage.write_table(str(frames_dir / f"part-{i:06d}.parquet"), frames_table(rows))
+            rows = []
+    storage.write_table(str(manifest), rows_to_table(man, MANIFEST_SCHEMA))
+    return str(manifest), str(frames_dir)
+
+
+class TreeRssSampler:
+    """Peak of the summed RSS of this process and all its descendants."""
+
+    def __init__(self, interval: float = 0.05):
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        total = 0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "TreeRssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """In a fresh process: score the frames of ``--manifest`` through the Ray Data pipeline."""
+    import resource
+
+    from lift_core.config import CriticConfig, PipelineConfig, RayConfig, ScoreConfig
+    from lift_core.critic.score_stage import score_manifests
+
+    cfg = PipelineConfig(
+        run_root=args.work,
+        ray=RayConfig(num_cpus=2, object_store_memory=int(3e8)),
+        critic=CriticConfig(model=args.base),
+        score=ScoreConfig(batch_size=args.batch_size, rows_per_shard=64),
+    )
+    with TreeRssSampler() as sampler:
+        t0 = time.perf_counter()
+        res = score_manifests(cfg, [args.manifest], [args.frames], args.adapter, f"{args.work}/scores.parquet", model=args.base)
+        secs = time.perf_counter() - t0
+    import ray
+
+    ray.shutdown()
+    print("RESULT " + json.dumps({
+        "videos": res["counts"]["scored"], "seconds": round(secs, 3),
+        "peak_tree_rss_mb": round(sampler.peak / 2**20, 1),
+        "driver_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }))
+
+
+def run_memory(work: Path, base: str, adapter: str, n: int, decode, batch_size: int) -> dict[str, Any]:
+    manifest, frames = prepare_frames(work, n, decode)
+    run_dir = tempfile.mkdtemp(prefix=f"mem-{n}-", dir=work)
+    cmd = [sys.executable, __file__, "--memory-child", "--work", run_dir, "--manifest", manifest, "--frames", frames,
+           "--base", base, "--adapter", adapter, "--batch-size", str(batch_size)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"memory child for {n} videos failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    out = json.loads(lines[-1][len("RESULT "):])
+    if out["videos"] != n:
+        raise RuntimeError(f"memory child scored {out['videos']} of {n} videos")
+    out["videos_per_s"] = round(n / out["seconds"], 3)
+    return out
+
+
+# --------------------------------------------------------------------------- main
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write_results(out_dir: Path, result: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
+    f = result["figures"]
+    lines = [
+        "# Critic scoring: batched vs LiFT's way",
+        "",
+        f"Machine: {result['machine']['cpus']} CPUs, GPU: {result['machine']['gpu'] or 'none'}. "
+        f"Tiny critic ({f['critic_params']:,} parameters), {f['videos']} real 480x720 LiFT demo videos, "
+        f"{f['frames']} frames at {f['frame_size']}.",
+        "",
+        "| way | videos/s | seconds | CPU seconds | speed-up vs LiFT |",
+        "|---|---|---|---|---|",
+    ]
+    lift = f["lift_way"]["videos_per_s"]
+    for key, label in (("lift_way", f"LiFT: 3x decode + 3x generate(max_new_tokens={f['lift_max_new_tokens']}, T=0.2)"),
+                       ("ours_no_rationale", "ours: decode once, batched forward"),
+                       ("ours_rationale", f"ours + rationales (greedy, max_new_tokens={f['max_new_tokens']})")):
+        lines.append(f"| {label} | {f[key]['videos_per_s']:.3f} | {f[key]['seconds']:.2f} | "
+                     f"{f[key]['cpu_seconds']:.2f} | {f[key]['videos_per_s'] / lift:.1f}x |")
+    lines += [
+        "",
+        f"LiFT's way generated {f['lift_way']['mean_generated_tokens']} tokens per answer on average. "
+        "All three ways run in one process on the same weights and videos, with the same decoder and "
+        f"{f['torch_threads']} torch thread(s); ours is `CriticScorer`, the code the Ray Data actors run "
+        "(decode time included); our figures are the median of "
+        f"{f['ours_no_rationale']['repeats']} passes. Speed-up in CPU time (less sensitive to a busy machine): "
+        f"{f['speedup_no_rationale_cpu_time']}x.",
+        "",
+        "Memory: each size runs `score_manifests` (frames Parquet -> Ray Data actor pool -> scores.parquet) "
+        "in a fresh process that starts its own local Ray; the figure is the peak of the summed RSS of that "
+        "process and all its descendants (Ray's daemons, workers and the scoring actor), sampled every 50 ms. "
+        "Shared pages count once per process, so the absolute figure is an over-estimate.",
+        "",
+        "| Ray Data scoring pipeline | videos | seconds | videos/s | peak RSS, process tree (MB) | driver max RSS (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key in ("memory_small", "memory_large"):
+        m = f[key]
+        lines.append(f"| {key} | {m['videos']} | {m['seconds']} | {m['videos_per_s']} | {m['peak_tree_rss_mb']} | "
+                     f"{m['driver_maxrss_mb']} |")
+    lines += [
+        "",
+        f"Peak memory ratio, {f['memory_large']['videos']} vs {f['memory_small']['videos']} videos: "
+        f"**{f['memory_ratio']:.3f}** (acceptance: <= 1.3).",
+        "",
+        f"**Ratio: {result['ratio']:.1f}** ({result['ratio_means']}; acceptance: >= 20).",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+    ]
+    (out_dir / f"{NAME}.md").write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--videos", type=int, default=3, help="videos for the speed comparison")
+    p.add_argument("--repeats", type=int, default=5, help="passes of our ways (the median is reported)")
+    p.add_argument("--lift-max-new-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.2)
+    p.add_argument("--max-new-tokens", type=int, default=32, help="our rationale length (score.max_new_tokens)")
+    p.add_argument("--batch-size", type=int, default=8, help="videos per forward pass (score.batch_size)")
+    p.add_argument("--mem-small", type=int, default=100)
+    p.add_argument("--mem-large", type=int, default=1000)
+    p.add_argument("--adapter", default=None, help="a trained critic adapter (default: a fresh LoRA on the tiny base)")
+    p.add_argument("--work", default=None, help="scratch dir (default: a temp dir)")
+    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the same for every way)")
+    # internal: the memory measurement's fresh subprocess
+    p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--manifest", help=argparse.SUPPRESS)
+    p.add_argument("--frames", help=argparse.SUPPRESS)
+    p.add_argument("--base", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        memory_child(args)
+        return {}
+
+    from lift_core.config import CriticConfig, DecodeConfig, ScoreConfig
+    from lift_core.critic.scoring import CriticScorer
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-scoring-"))
+    work.mkdir(parents=True, exist_ok=True)
+    base, adapter = build_critic(work, args.adapter)
+    decode = DecodeConfig()
+    uris, caps = fixture_videos(args.videos)
+    scorer = CriticScorer(adapter, model=base, critic=CriticConfig(model=base),
+                          score=ScoreConfig(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens),
+                          frame_size=(decode.height, decode.width), device="cpu")
+    # Warm-up: first-call allocations are not part of any way's time.
+    scorer.score([np.zeros((decode.frames, decode.height, decode.width, 3), np.uint8)], [caps[0]])
+    torch.manual_seed(0)
+    lift = run_lift_way(scorer.loaded, uris, caps, decode, args.lift_max_new_tokens, args.temperature)
+    ours = run_ours(scorer, uris, caps, decode, rationale=False, repeats=args.repeats)
+    ours_r = run_ours(scorer, uris, caps, decode, rationale=True, repeats=args.repeats)
+    mem_small = run_memory(work, base, adapter, args.mem_small, decode, args.batch_size)
+    mem_large = run_memory(work, base, adapter, args.mem_large, decode, args.batch_size)
+
+    cmd = "python benchmarks/scoring.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
+    figures = {
+        "videos": args.videos, "frames": decode.frames, "frame_size": f"{decode.height}x{decode.width}",
+        "critic_params": sum(p.numel() for p in scorer.loaded.model.parameters()),
+        "batch_size": args.batch_size, "lift_max_new_tokens": args.lift_max_new_tokens,
+        "max_new_tokens": args.max_new_tokens, "torch_threads": args.threads,
+        "lift_way": lift, "ours_no_rationale": ours, "ours_rationale": ours_r,
+        "speedup_no_rationale": round(ours["videos_per_s"] / lift["videos_per_s"], 2),
+        "speedup_rationale": round(ours_r["videos_per_s"] / lift["videos_per_s"], 2),
+        "speedup_no_rationale_cpu_time": round(lift["cpu_seconds"] / ours["cpu_seconds"], 2),
+        "memory_small": mem_small, "memory_large": mem_large,
+        "memory_ratio": round(mem_large["peak_tree_rss_mb"] / mem_small["peak_tree_rss_mb"], 4),
+    }
+    result = {
+        "name": NAME,
+        "machine": machine(),
+        "figures": figures,
+        "ratio": figures["speedup_no_rationale"],
+        "ratio_means": "videos/s of ours without rationales divided by videos/s of LiFT's way",
+        "command": cmd.strip(),
+    }
+    write_results(Path(args.out_dir), result)
+    print(json.dumps(result, indent=2))
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

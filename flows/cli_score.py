@@ -1,0 +1,125 @@
+"""``lift score``: score videos with a critic adapter (ingest + decode under the hood), resumable.
+
+SRC is a manifest Parquet, a folder of videos with sidecar captions, or a LiFT inference JSON
+(``test.json``) whose videos resolve next to it. The output is ``scores.parquet`` or, with
+``--format lift-json``, LiFT's ``critic_output_*.json`` (the scores Parquet is kept beside it).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, List, Optional
+
+import typer
+
+FORMATS = ("parquet", "lift-json")
+
+
+def detect_source_format(src: str) -> str:
+    """The reader for SRC: ``manifest``, ``video-dir``, ``lift-inference`` or ``lift-hra``."""
+    from lift_core import storage
+
+    fs, path = storage.fs_and_path(src)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"--videos not found: {src}")
+    if fs.isdir(path):
+        return "video-dir"
+    if path.endswith(".parquet"):
+        return "manifest"
+    if path.endswith(".json"):
+        try:
+            data = json.loads(storage.read_text(src))
+        except ValueError as err:
+            raise ValueError(f"{src} is not valid JSON: {err}") from None
+        first = data[0] if isinstance(data, list) and data else None
+        return "lift-hra" if isinstance(first, dict) and "conversations" in first else "lift-inference"
+    raise ValueError(f"--videos {src}: expected a manifest .parquet, a folder of videos or a LiFT .json")
+
+
+def _base(out: str) -> str:
+    for ext in (".parquet", ".json"):
+        if out.endswith(ext):
+            return out[: -len(ext)]
+    return out
+
+
+def prepare_manifest(src: str, fmt: str, work_dir: str) -> tuple[str, list[dict[str, Any]]]:
+    """A manifest for SRC (ingested into ``work_dir`` unless SRC is one) and the ingest rejects."""
+    from lift_core import storage
+    from lift_core.data.ingest import ingest_source
+
+    if fmt == "manifest":
+        return src, []
+    manifest = storage.join(work_dir, "score-inputs", storage.fingerprint_uri(src), "manifest.parquet")
+    counts = ingest_source(fmt, src, manifest)
+    if counts.get("videos", 0) == 0:
+        raise ValueError(f"no usable videos in {src} (see {_base(manifest)}.quarantine.parquet)")
+    rejects = storage.read_table(f"{_base(manifest)}.quarantine.parquet").to_pylist()
+    return manifest, rejects
+
+
+def score(
+    videos: str = typer.Option(..., "--videos", help="manifest .parquet, folder of videos + sidecar captions, or LiFT .json"),
+    critic: str = typer.Option(..., "--critic", help="critic PEFT adapter dir (its adapter_config.json names the base)"),
+    out: str = typer.Option(..., "--out", help="scores.parquet, or the .json to write with --format lift-json"),
+    rationale: Optional[bool] = typer.Option(
+        None, "--rationale/--no-rationale", help="generate reasons (default: on for lift-json, else score.rationale)"
+    ),
+    format: str = typer.Option("parquet", "--format", help="parquet or lift-json"),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="pipeline config YAML (decode/score/ray sections)"),
+    work_dir: Optional[str] = typer.Option(None, "--work-dir", help="where ingest/decode write (default: run_root)"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="config overrides as dotted.key=value"),
+) -> None:
+    """Score videos with a critic: per-dimension probabilities, labels, continuous and LiFT rewards."""
+    from lift_core import storage
+    from lift_core.config import load_config
+    from lift_core.critic.score_stage import score_manifests
+    from lift_core.critic.scoring import lift_critic_output
+    from lift_core.distributed.ray_runtime import ensure_ray
+    from lift_core.progress import log_progress
+    from lift_core.schemas import QUARANTINE_SCHEMA, rows_to_table
+    from lift_core.video.decode_stage import run_decode
+
+    if format not in FORMATS:
+        raise ValueError(f"unknown --format {format!r}; expected one of: {', '.join(FORMATS)}")
+    if not storage.exists(storage.join(critic, "adapter_config.json")):
+        raise FileNotFoundError(f"--critic {critic}: not a PEFT adapter dir (no adapter_config.json)")
+    src = storage.abspath_if_local(videos)
+    out = storage.abspath_if_local(out)
+    fmt = detect_source_format(src)
+    cfg = load_config(config, overrides)
+    root = storage.abspath_if_local(work_dir or cfg.run_root)
+    # Everything in SRC is scored: the pipeline's source filter does not apply here.
+    cfg = cfg.model_copy(update={"run_root": root, "score": cfg.score.model_copy(update={"sources": None})})
+    want_reasons = rationale if rationale is not None else (format == "lift-json" or cfg.score.rationale)
+
+    manifest, rejects = prepare_manifest(src, fmt, root)
+    ensure_ray(cfg.ray)
+    decoded = run_decode(cfg, manifest, progress=log_progress)
+    scores_uri = out if format == "parquet" else f"{_base(out)}.scores.parquet"
+    res = score_manifests(cfg, [manifest], [decoded.outputs["frames"]], storage.abspath_if_local(critic), scores_uri,
+                          rationale=want_reasons, progress=log_progress)
+
+    quarantine = [*rejects, *storage.read_table(decoded.outputs["quarantine"]).to_pylist(), *res["quarantine"]]
+    quarantine_uri = f"{_base(out)}.quarantine.parquet"
+    storage.write_table(quarantine_uri, rows_to_table(quarantine, QUARANTINE_SCHEMA))
+    summary: dict[str, Any] = {"scores": scores_uri, "critic_id": res["critic_id"], **res["counts"],
+                               "quarantined": len(quarantine), "quarantine": quarantine_uri}
+    if format == "lift-json":
+        rows = storage.read_table(scores_uri).to_pylist()
+        rows = [r for r in rows if r["critic_id"] == res["critic_id"]]
+        lift_entries = json.loads(storage.read_text(src)) if fmt == "lift-inference" else None
+        root = src.rsplit("/", 1)[0] if "/" in src else "."
+        entries, missing = lift_critic_output(rows, lift_entries, root)
+        storage.write_bytes_atomic(out, json.dumps(entries, ensure_ascii=False, indent=4).encode())
+        summary.update({"json": out, "json_entries": len(entries), "json_missing": missing})
+        for video in missing:
+            typer.echo(f"lift: warning: {video}: not scored (see {quarantine_uri})", err=True)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score")(score)
+
+
+__all__ = ["register", "score", "detect_source_format"]

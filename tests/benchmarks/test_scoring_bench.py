@@ -1,0 +1,29 @@
+"""Smoke test: the scoring benchmark runs end to end at its smallest scale (figures are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_scoring_benchmark_smallest_scale(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import scoring as bench
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "results"
+    bench.main(["--videos", "1", "--lift-max-new-tokens", "4", "--max-new-tokens", "2", "--mem-small", "2",
+                "--mem-large", "4", "--batch-size", "2", "--repeats", "1", "--work", str(tmp_path / "work"), "--out-dir", str(out)])
+    result = json.loads((out / "scoring.json").read_text())
+    assert set(result) == {"name", "machine", "figures", "ratio", "ratio_means", "command"}
+    f = result["figures"]
+    assert f["memory_small"]["videos"] == 2 and f["memory_large"]["videos"] == 4
+    assert result["ratio"] == f["speedup_no_rationale"] > 0
+    assert "| LiFT" in (out / "scoring.md").read_text()

@@ -1,0 +1,105 @@
+"""``lift score`` end to end on LiFT's real demo videos: LiFT JSON in, LiFT JSON or Parquet out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from data_catalog.readers import parse_label_answer
+from lift_core.config import TinyCriticConfig
+from lift_core.schemas import SCORES_SCHEMA
+
+TINY = TinyCriticConfig(hidden_size=64, intermediate_size=128, vision_embed_dim=32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory):
+    """A tiny base and an untrained LoRA adapter whose adapter_config.json names that base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from lift_core.critic.builder import build_tiny_critic
+
+    root = tmp_path_factory.mktemp("cli-critic")
+    build_tiny_critic(str(root / "base"), TINY)
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_pretrained(str(root / "base"))
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, lora).save_pretrained(str(root / "adapter"))
+    return str(root / "adapter")
+
+
+def run_cli(args: list[str]):
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout[result.stdout.index("{"):])
+
+
+def test_lift_json_in_lift_json_out(ray_session, tmp_path, fixtures_dir, adapter_dir):
+    out = tmp_path / "critic_output.json"
+    summary = run_cli(["score", "--videos", str(fixtures_dir / "lift-demo/test.json"), "--critic", adapter_dir,
+                       "--out", str(out), "--format", "lift-json", "--work-dir", str(tmp_path / "work"),
+                       "score.max_new_tokens=4"])
+    assert summary["scored"] == 2 and summary["json_entries"] == 2 and summary["json_missing"] == []
+    got = json.loads(out.read_text())
+    reference = json.loads((fixtures_dir / "lift-demo/critic_output_13b.json").read_text())
+    assert [list(e) for e in got] == [list(e) for e in reference]  # same keys, same order
+    for g, r in zip(got, reference):
+        assert (g["video_id"], g["video"], g["caption"]) == (r["video_id"], r["video"], r["caption"])
+        for key in ("semantic consistency", "fidelity issues", "motion issues"):
+            parse_label_answer(g[key])  # "Label. reason" with a known first-word label
+    scores = pq.read_table(summary["scores"])
+    assert scores.schema == SCORES_SCHEMA and scores.num_rows == 2
+    assert all(r is not None for r in scores.column("reason_semantic").to_pylist())  # lift-json implies rationales
+    labels = {(e["video"], k): e[k].split(".")[0] for e in got for k in ("semantic consistency",)}
+    by_uri = {r["uri"].rsplit("/", 1)[-1]: r["label_semantic"] for r in scores.to_pylist()}
+    assert all(by_uri[v] == lab for (v, _), lab in labels.items())
+
+    # Rerun: nothing left to score, the same output.
+    again = run_cli(["score", "--videos", str(fixtures_dir / "lift-demo/test.json"), "--critic", adapter_dir,
+                     "--out", str(out), "--format", "lift-json", "--work-dir", str(tmp_path / "work")])
+    assert again["scored"] == 0 and again["resumed"] == 2 and json.loads(out.read_text()) == got
+
+
+def test_sources_resolve_to_manifests(tmp_path, fixtures_dir):
+    """SRC may be a folder of videos with sidecar captions, a LiFT JSON or a manifest."""
+    from flows.cli_score import detect_source_format, prepare_manifest
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    shutil.copy(fixtures_dir / "lift-demo/0.mp4", src / "crane.mp4")
+    shutil.copy(fixtures_dir / "lift-demo/1.mp4", src / "panda.mp4")
+    (src / "crane.json").write_text(json.dumps({"caption": "a crane in a wetland"}))
+    (src / "panda.json").write_text(json.dumps({"caption": "a panda in a spacesuit"}))
+    (src / "nocaption.mp4").write_bytes(b"\x00" * 100)
+    assert detect_source_format(str(src)) == "video-dir"
+    manifest, rejects = prepare_manifest(str(src), "video-dir", str(tmp_path / "work"))
+    rows = pq.read_table(manifest).to_pylist()
+    assert sorted((r["uri"].rsplit("/", 1)[-1], r["caption"]) for r in rows) == [
+        ("crane.mp4", "a crane in a wetland"), ("panda.mp4", "a panda in a spacesuit")]
+    assert [r["uri"].rsplit("/", 1)[-1] for r in rejects] == ["nocaption.mp4"]  # reported, not dropped
+    assert detect_source_format(str(fixtures_dir / "lift-demo/test.json")) == "lift-inference"
+    assert detect_source_format(manifest) == "manifest"
+    assert prepare_manifest(manifest, "manifest", str(tmp_path / "work")) == (manifest, [])
+    with pytest.raises(FileNotFoundError):
+        detect_source_format(str(tmp_path / "nope.json"))
+
+
+def test_bad_arguments_fail_with_one_line(tmp_path, fixtures_dir, monkeypatch, capsys):
+    from flows import cli
+
+    monkeypatch.setattr(sys, "argv", ["lift", "score", "--videos", str(fixtures_dir / "lift-demo/test.json"),
+                                      "--critic", str(tmp_path), "--out", str(tmp_path / "s.parquet")])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lift: error:") and "adapter_config.json" in err and "\n" not in err
