@@ -1,8 +1,13 @@
-"""``lift run``: the lift-full flow in-process (Prefect's ephemeral API unless PREFECT_API_URL is set)."""
+"""``lift run``: the lift-full flow in-process.
+
+Without ``PREFECT_API_URL`` Prefect starts a temporary local server for the run; with it, the run is
+recorded on that server (``make demo``'s, or a team's). Prints each stage's outputs as JSON.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from typing import List, Optional
 
 import typer
@@ -13,16 +18,19 @@ def run(
     overrides: Optional[List[str]] = typer.Argument(None, help="config overrides as dotted.key=value"),
 ) -> None:
     """Run the whole lift-full DAG in this process."""
-    import os
-
     from lift_core.config import load_config
 
     load_config(config, overrides)  # fail fast, with the key's name, before Prefect starts
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary server's 20 s default is too short on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.lift_full import lift_full
 
-    result = lift_full(config=config, overrides=list(overrides or []))
-    typer.echo(json.dumps({k: v.get("outputs") for k, v in result.items() if isinstance(v, dict)}, indent=2))
+    state = lift_full(config=config, overrides=list(overrides or []), return_state=True)
+    if not state.is_completed():
+        raise RuntimeError(f"lift-full ended {state.name}: {state.message or ''}".strip())
+    results = state.result()
+    typer.echo(json.dumps({label: r["outputs"] for label, r in results.items()}, indent=2))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,12 +1,15 @@
-"""Shared by flows: load and validate the config once, hand tasks a plain dict."""
+"""Shared by flows: load and validate the config once, hand tasks a plain dict, publish the run summary."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lift_core.config import load_config
+
+if TYPE_CHECKING:
+    from tasks.stages import Stages
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,3 +24,15 @@ def load_flow_config(config: str, overrides: list[str] | None) -> dict[str, Any]
     if "://" not in cfg.run_root and not os.path.isabs(cfg.run_root):
         cfg = load_config(path, [*(overrides or []), f"run_root={(REPO_ROOT / cfg.run_root).resolve()}"])
     return cfg.model_dump(mode="json")
+
+
+def publish_run_summary(run: "Stages", flow_name: str) -> None:
+    """A table artifact of the flow run (every run, cached or not): each task's state, key and output."""
+    from prefect.artifacts import create_table_artifact
+
+    rows = run.summary_rows()
+    cached = sum(1 for r in rows if r["state"] == "Cached")
+    create_table_artifact(table=rows, key=f"{flow_name}-run",
+                          description=f"{flow_name}: {len(rows)} tasks, {cached} cache hits; run root "
+                                      f"{run.cfg.run_root}")
+    print(f"{flow_name}: {len(rows)} tasks, {cached} cache hits")

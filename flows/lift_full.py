@@ -1,21 +1,34 @@
-"""``lift-full``: the whole LiFT DAG as one recipe."""
+"""``lift-full``: the whole LiFT DAG as one recipe.
+
+synth (demo data) -> ingest -> decode -> train critic -> generate -> decode generated
+-> score (real + generated) -> align -> evaluate. Each step is a cached, retried Prefect task;
+a rerun with the same inputs is all cache hits, and a crashed stage resumes from its partial output.
+"""
 
 from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import load_flow_config
-from lift_core.storage import code_version
-from tasks.data import decode_task, ingest_task, synth_task
+from flows.common import load_flow_config, publish_run_summary
+from tasks.stages import Stages
 
 
 @flow(name="lift-full", log_prints=True)
 def lift_full(config: str = "configs/demo.yaml", overrides: list[str] | None = None) -> dict:
-    cfg = load_flow_config(config, overrides)
-    cv = code_version()
+    run = Stages(load_flow_config(config, overrides))
 
-    synth = synth_task(cfg, cv) if cfg["data"]["synthetic"] else None
-    ingest = ingest_task(cfg, synth["outputs"] if synth else None, cv)
-    decode = decode_task(cfg, ingest["outputs"]["manifest"], cv)
+    synth = run.synth() if run.cfg.data.synthetic else None
+    data = run.ingest(synth)
+    manifest, prompts = data["outputs"]["manifest"], data["outputs"]["prompts"]
+    frames = run.decode(manifest)
+    critic = run.train_critic(manifest, frames["outputs"]["frames"])
+    generated = run.generate(prompts, split="train")
+    generated_frames = run.decode(generated["outputs"]["generated"], label="decode-generated")
+    scores = run.score([manifest, generated["outputs"]["generated"]],
+                       [frames["outputs"]["frames"], generated_frames["outputs"]["frames"]],
+                       critic["outputs"]["adapter"])
+    aligned = run.align(scores["outputs"]["scores"], [manifest, generated["outputs"]["generated"]])
+    run.evaluate(prompts, critic["outputs"]["adapter"], aligned["outputs"])
 
-    return {"ingest": ingest, "decode": decode}
+    publish_run_summary(run, "lift-full")
+    return run.results

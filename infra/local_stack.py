@@ -2,10 +2,19 @@
 """The embedded default stack: a local Prefect server (SQLite, 127.0.0.1) and a process worker.
 
     python infra/local_stack.py demo --config configs/demo.yaml --port 4200   # start, deploy, run, wait
-    python infra/local_stack.py up --port 4200                                # start server + worker only
+    python infra/local_stack.py up --port 4200                                # server + worker only
     python infra/local_stack.py down                                          # stop what was started
 
-State (PREFECT_HOME, logs, pids) lives in .prefect-local/ of the checkout.
+State lives in ``.prefect-local/`` of the checkout: ``home/`` (PREFECT_HOME, with the SQLite
+database), ``server.log``, ``worker.log`` and ``pids.json``. The demo writes its outputs where its
+config says (``./runs/demo/`` for configs/demo.yaml). ``demo`` leaves the server and the worker
+running so the UI can be browsed; ``down`` stops them.
+
+Idempotent: ``up``/``demo`` reuse a healthy server on the port and a live worker. A worker that died
+(killed, machine restarted) is replaced, and flow runs it left ``Running`` are marked ``Crashed``,
+so triggering the deployment again resumes the pipeline from its cache and partial outputs.
+
+Only the standard library is used, so the script runs before anything else is set up.
 """
 
 from __future__ import annotations
@@ -13,20 +22,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / ".prefect-local"
-PIDS = STATE / "pids.json"
 POOL = "local"
+DEPLOYMENT = "lift-full/lift-full"
+TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
-def stack_env(port: int, home: Path = STATE) -> dict[str, str]:
+# --------------------------------------------------------------------------- environment
+def stack_env(port: int, home: Path = STATE, extra: dict[str, str] | None = None,
+              database_url: str | None = None) -> dict[str, str]:
+    """The environment of every process of the stack (server, worker, CLI calls).
+
+    The database is SQLite in ``home`` unless ``database_url`` (or LIFT_PREFECT_DATABASE_URL) names
+    another, e.g. ``postgresql+asyncpg://user@127.0.0.1:5432/prefect``.
+    """
     env = dict(os.environ)
     env.update(
         PREFECT_HOME=str(home / "home"),
@@ -35,6 +55,8 @@ def stack_env(port: int, home: Path = STATE) -> dict[str, str]:
         PREFECT_SERVER_API_HOST="127.0.0.1",
         PREFECT_SERVER_API_PORT=str(port),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_DATABASE_CONNECTION_URL=database_url or env.get(
+            "LIFT_PREFECT_DATABASE_URL", f"sqlite+aiosqlite:///{home / 'home' / 'prefect.db'}"),
         PREFECT_LOGGING_LEVEL=env.get("PREFECT_LOGGING_LEVEL", "INFO"),
         LIFT_REPO=str(REPO),
         HF_HUB_OFFLINE="1",
@@ -42,12 +64,35 @@ def stack_env(port: int, home: Path = STATE) -> dict[str, str]:
         RAY_USAGE_STATS_ENABLED="0",
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
     )
+    env.update(extra or {})
     return env
 
 
 def prefect_bin() -> str:
     cand = Path(sys.executable).with_name("prefect")
     return str(cand) if cand.exists() else "prefect"
+
+
+def api(env: dict[str, str], path: str, body: Any = None, method: str | None = None, timeout: float = 30.0) -> Any:
+    """One call of the Prefect REST API (JSON in, JSON out)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{env['PREFECT_API_URL']}{path}", data=data,
+                                 method=method or ("POST" if body is not None else "GET"),
+                                 headers={"Content-Type": "application/json"})
+    for attempt in range(6):
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                raw = r.read()
+            return json.loads(raw) if raw else None
+        except urllib.error.HTTPError as err:
+            # A busy or just-started server answers 503 for a moment: retry; other errors are real.
+            if err.code != 503 or attempt == 5:
+                raise
+        except urllib.error.URLError:
+            if attempt == 5:
+                raise
+        time.sleep(0.5 * 2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 def healthy(port: int) -> bool:
@@ -58,103 +103,253 @@ def healthy(port: int) -> bool:
         return False
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> int:
+# --------------------------------------------------------------------------- processes
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks (from /proc): tells a pid from a reused one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (flow-run subprocesses start their own sessions: a group kill misses them)."""
+    tree, out, todo = _children_map(), [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _record(pid: int) -> dict[str, int | None]:
+    return {"pid": pid, "start": _start_time(pid)}
+
+
+def _alive(rec: dict[str, Any] | None) -> bool:
+    """The recorded process still runs (same pid and start time; a zombie awaiting its parent is dead)."""
+    return bool(rec) and rec.get("start") is not None and _start_time(rec["pid"]) == rec["start"] \
+        and not _zombie(rec["pid"])
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
+    """Start a process in its own process group (session), logging to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    return proc.pid
+        proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    return _record(proc.pid)
 
 
-def _load_pids() -> dict[str, int]:
-    return json.loads(PIDS.read_text()) if PIDS.exists() else {}
+def load_pids(home: Path = STATE) -> dict[str, Any]:
+    path = home / "pids.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _save_pids(pids: dict[str, int]) -> None:
-    STATE.mkdir(parents=True, exist_ok=True)
-    PIDS.write_text(json.dumps(pids))
+def save_pids(pids: dict[str, Any], home: Path = STATE) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "pids.json").write_text(json.dumps(pids, indent=2))
 
 
-def _alive(pid: int) -> bool:
+def _signal_tree(rec: dict[str, Any], sig: int) -> list[int]:
+    """Signal a recorded process, its process group and every descendant; returns the pids signalled."""
+    if not _alive(rec):
+        return []
+    pid = rec["pid"]
+    pids = [pid, *descendants(pid)]
     try:
-        os.kill(pid, 0)
-        return True
+        os.killpg(pid, sig)  # the group leader's group: the process and the children that stayed in it
     except OSError:
-        return False
+        pass
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except OSError:
+            pass
+    return pids
 
 
-def up(port: int, home: Path = STATE, timeout: float = 120.0) -> dict[str, str]:
-    env = stack_env(port, home)
-    pids = _load_pids()
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    starts = {p: _start_time(p) for p in pids}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p, s in starts.items() if s is not None and _start_time(p) == s and not _zombie(p)]
+        if not left:
+            return []
+        time.sleep(0.2)
+    return [p for p, s in starts.items() if s is not None and _start_time(p) == s and not _zombie(p)]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def stop(rec: dict[str, Any] | None, grace: float = 10.0) -> None:
+    """SIGTERM a recorded process tree, then SIGKILL what is left after ``grace`` seconds."""
+    if not _alive(rec):
+        return
+    pids = _signal_tree(rec, signal.SIGTERM)
+    left = _wait_gone(pids, grace)
+    for p in left:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    _wait_gone(left, 5.0)
+
+
+def kill_worker(home: Path = STATE) -> list[int]:
+    """SIGKILL the worker and everything under it (the running flow, its Ray): a crash, for tests and drills."""
+    pids = load_pids(home)
+    rec = pids.get("worker")
+    killed = _signal_tree(rec, signal.SIGKILL) if rec else []
+    _wait_gone(killed, 10.0)
+    return killed
+
+
+# --------------------------------------------------------------------------- the stack
+def up(port: int, home: Path = STATE, timeout: float = 180.0, env_extra: dict[str, str] | None = None,
+       database_url: str | None = None) -> dict[str, str]:
+    """Start the server and the worker unless they are already up; returns the stack's environment."""
+    env = stack_env(port, home, env_extra, database_url)
+    (home / "home").mkdir(parents=True, exist_ok=True)
+    pids = load_pids(home)
     if not healthy(port):
+        if _alive(pids.get("server")):
+            stop(pids["server"])  # ours, but not answering on this port: restart it
         pids["server"] = _spawn([prefect_bin(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                 env, home / "server.log")
-        _save_pids(pids)
+        pids["port"] = port
+        save_pids(pids, home)
         deadline = time.monotonic() + timeout
         while not healthy(port):
+            if not _alive(pids["server"]):
+                raise SystemExit(f"prefect server exited; see {home / 'server.log'}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"prefect server did not become healthy on port {port}; see {home / 'server.log'}")
-            time.sleep(1.0)
-    subprocess.run([prefect_bin(), "work-pool", "create", POOL, "--type", "process"], env=env, cwd=REPO,
-                   capture_output=True)
-    if not (pids.get("worker") and _alive(pids["worker"])):
-        pids["worker"] = _spawn([prefect_bin(), "worker", "start", "--pool", POOL, "--type", "process"],
-                                env, home / "worker.log")
-        _save_pids(pids)
+            time.sleep(0.5)
+    ensure_pool(env)
+    if not _alive(pids.get("worker")):
+        crashed = mark_orphans_crashed(env)
+        if crashed:
+            print(f"marked {len(crashed)} flow run(s) of the dead worker Crashed: {', '.join(crashed)}")
+        pids["worker"] = _spawn([prefect_bin(), "worker", "start", "--pool", POOL, "--type", "process",
+                                 "--name", f"lift-local-{port}"], env, home / "worker.log")
+        save_pids(pids, home)
     return env
 
 
-def deploy(env: dict[str, str]) -> None:
-    subprocess.run([prefect_bin(), "--no-prompt", "deploy", "--all"], env=env, cwd=REPO, check=True)
+def ensure_pool(env: dict[str, str]) -> None:
+    try:
+        api(env, f"/work_pools/{POOL}")
+        return
+    except urllib.error.HTTPError as err:
+        if err.code != 404:
+            raise
+    proc = subprocess.run([prefect_bin(), "work-pool", "create", POOL, "--type", "process"], env=env, cwd=REPO,
+                          capture_output=True, text=True)
+    if proc.returncode != 0 and "already exists" not in proc.stdout + proc.stderr:
+        raise SystemExit(f"could not create work pool {POOL!r}:\n{proc.stdout}{proc.stderr}")
 
 
-def run_deployment(env: dict[str, str], name: str = "lift-full/lift-full", params: list[str] | None = None,
-                   timeout: float = 3600.0) -> tuple[str, str]:
-    """Trigger a deployment through the CLI, wait for it, return (flow_run_id, final state name)."""
+def mark_orphans_crashed(env: dict[str, str]) -> list[str]:
+    """Flow runs of this pool still ``Running``/``Pending`` while no worker lives are orphans: mark them Crashed.
+
+    Only the local worker serves the pool, so when it is dead nothing is executing them.
+    """
+    runs = api(env, "/flow_runs/filter", {
+        "flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING", "CANCELLING"]}}},
+        "work_pools": {"name": {"any_": [POOL]}},
+    })
+    ids = []
+    for run in runs:
+        api(env, f"/flow_runs/{run['id']}/set_state", {
+            "state": {"type": "CRASHED", "name": "Crashed",
+                      "message": "The local worker that ran this flow run died; trigger the deployment again to resume."},
+            "force": True,
+        })
+        ids.append(run["id"])
+    return ids
+
+
+def deploy(env: dict[str, str], names: list[str] | None = None) -> None:
+    """``prefect --no-prompt deploy`` of prefect.yaml (all deployments unless ``names``)."""
+    args = [prefect_bin(), "--no-prompt", "deploy"]
+    args += [a for n in names for a in ("--name", n)] if names else ["--all"]
+    proc = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"prefect deploy failed:\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}")
+
+
+def trigger(env: dict[str, str], name: str = DEPLOYMENT, params: dict[str, Any] | None = None) -> str:
+    """``prefect deployment run NAME`` through the CLI; returns the new flow run's id."""
     args = [prefect_bin(), "deployment", "run", name]
-    for p in params or []:
-        args += ["--param", p]
-    out = subprocess.run(args, env=env, cwd=REPO, check=True, capture_output=True, text=True).stdout
-    print(out)
-    import re
-
-    match = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
+    if params:
+        args += ["--params", json.dumps(params)]
+    proc = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"prefect deployment run failed:\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}")
+    match = re.search(r"UUID:\s*([0-9a-f-]{36})", proc.stdout)
     if not match:
-        raise SystemExit(f"could not find the flow run id in `prefect deployment run` output:\n{out}")
-    run_id = match.group(1)
+        raise SystemExit(f"no flow run id in `prefect deployment run` output:\n{proc.stdout}")
+    return match.group(1)
+
+
+def flow_run(env: dict[str, str], run_id: str) -> dict[str, Any]:
+    return api(env, f"/flow_runs/{run_id}")
+
+
+def task_runs(env: dict[str, str], run_id: str) -> list[dict[str, Any]]:
+    return api(env, "/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [run_id]}}, "sort": "EXPECTED_START_TIME_ASC"})
+
+
+def wait(env: dict[str, str], run_id: str, timeout: float = 3600.0, echo: bool = False) -> str:
+    """Poll a flow run until it ends; returns its final state type (``TIMEOUT`` when it did not end)."""
     deadline = time.monotonic() + timeout
-    state = "UNKNOWN"
+    seen: dict[str, str] = {}
     while time.monotonic() < deadline:
-        state = flow_run_state(env, run_id)
-        if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            break
-        time.sleep(3.0)
-    return run_id, state
+        state = flow_run(env, run_id)["state_type"]
+        if echo:
+            for t in task_runs(env, run_id):
+                name = t["state"]["name"] if t.get("state") else "?"
+                if seen.get(t["id"]) != name:
+                    seen[t["id"]] = name
+                    print(f"  task {t['name']:<22} {name}", flush=True)
+        if state in TERMINAL:
+            return state
+        time.sleep(2.0)
+    return "TIMEOUT"
 
 
-def flow_run_state(env: dict[str, str], run_id: str) -> str:
-    req = urllib.request.Request(f"{env['PREFECT_API_URL']}/flow_runs/{run_id}")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())["state_type"]
+def run_deployment(env: dict[str, str], name: str = DEPLOYMENT, params: dict[str, Any] | None = None,
+                   timeout: float = 3600.0, echo: bool = False) -> tuple[str, str]:
+    """Trigger a deployment through the CLI and wait for it: (flow_run_id, final state type)."""
+    run_id = trigger(env, name, params)
+    return run_id, wait(env, run_id, timeout, echo)
 
 
-def down() -> None:
-    pids = _load_pids()
+def down(home: Path = STATE) -> None:
+    pids = load_pids(home)
     for name in ("worker", "server"):
-        pid = pids.get(name)
-        if not pid:
-            continue
-        for target in (lambda: os.killpg(pid, signal.SIGTERM), lambda: os.kill(pid, signal.SIGTERM)):
-            try:
-                target()
-            except OSError:
-                pass
-    time.sleep(1.0)
-    for pid in pids.values():
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    PIDS.unlink(missing_ok=True)
+        stop(pids.get(name))
+    (home / "pids.json").unlink(missing_ok=True)
     print("local stack stopped")
 
 
@@ -163,18 +358,23 @@ def main() -> None:
     ap.add_argument("command", choices=["demo", "up", "down"])
     ap.add_argument("--config", default="configs/demo.yaml")
     ap.add_argument("--port", type=int, default=int(os.environ.get("PREFECT_PORT", 4200)))
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the demo run")
+    ap.add_argument("overrides", nargs="*", help="config overrides (dotted.key=value) for the demo run")
     args = ap.parse_args()
     if args.command == "down":
         down()
         return
     env = up(args.port)
-    print(f"Prefect UI: http://127.0.0.1:{args.port}")
+    ui = f"http://127.0.0.1:{args.port}"
+    print(f"Prefect server and worker up: {ui}", flush=True)
     if args.command == "up":
         return
     deploy(env)
-    run_id, state = run_deployment(env, params=[f"config={args.config}"])
+    run_id = trigger(env, params={"config": args.config, "overrides": args.overrides})
+    print(f"lift-full flow run {run_id}: {ui}/runs/flow-run/{run_id}", flush=True)
+    state = wait(env, run_id, args.timeout, echo=True)
     print(f"lift-full flow run {run_id} finished in state {state}")
-    print(f"Prefect UI: http://127.0.0.1:{args.port}/runs/flow-run/{run_id}   (stop with `make down`)")
+    print(f"Prefect UI: {ui}/runs/flow-run/{run_id}   (the stack keeps running; stop it with `make down`)")
     if state != "COMPLETED":
         raise SystemExit(1)
 

@@ -1,76 +1,234 @@
-"""What every stage task shares: config rehydration, caching, retries, progress and summary artifacts."""
+"""What every stage task shares: config rehydration, cache keys, retries, GPU slots and progress artifacts.
+
+A task is a thin wrapper around one ``lift_core`` stage function. It passes URIs and small dicts
+(``StageResult.to_dict()``), never models or tensors.
+
+Caching: ``INPUTS + TASK_SOURCE``, where the inputs are the upstream results (URIs, keys) and a
+``fingerprint`` of the code version plus the config sections the stage reads. The whole config is
+passed too, but left out of the key, so changing the alignment config does not invalidate ingest.
+Results persist (JSON) under ``<run_root>/_prefect/results``, so a second flow run with the same
+inputs, in any process and against any Prefect server, is all cache hits; deleting the run root
+forgets them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import time
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect import Task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.tasks import exponential_backoff
 
+from lift_core import storage
 from lift_core.config import PipelineConfig
 from lift_core.progress import ProgressFn
 
-# INPUTS covers the config dict (its hash) and upstream results; each task also takes
-# `code_version` so an edit to lift_core invalidates the cache even when the task source did not change.
-STAGE_CACHE = INPUTS + TASK_SOURCE
+log = logging.getLogger("lift.tasks")
+
+# `cfg` is the whole config (a dict): it is an input of every task but not part of its key, the
+# stage fingerprint stands for the part of it that matters.
+STAGE_CACHE = (INPUTS - "cfg") + TASK_SOURCE
+
+# The config sections each stage's output depends on (besides its upstream results). Upstream
+# sections matter through the upstream results, which are inputs too.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "synth": ("data",),
+    "ingest": ("data",),
+    "decode": ("decode",),
+    "train_critic": ("critic", "decode"),
+    "generate": ("t2v", "generate"),
+    "score": ("score", "critic", "decode"),
+    "align": ("align", "t2v", "score", "critic"),
+    "evaluate": ("evaluate", "t2v", "generate", "critic", "score", "decode"),
+}
+
+# Errors worth a retry: storage and network hiccups. Anything else (bad config, bad data) fails now.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
 
 
-
-def task_options(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "cache_policy": STAGE_CACHE,
-        "persist_result": True,
-        "cache_expiration": timedelta(days=30),
-        "retries": 2,
-        "retry_delay_seconds": exponential_backoff(backoff_factor=2),
-        "retry_jitter_factor": 0.2,
-        "retry_condition_fn": _retry_on_io_errors,
-    }
-
-
-def _retry_on_io_errors(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
+def retry_on_transient_errors(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
     try:
         state.result()
-    except (OSError, TimeoutError, ConnectionError):
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+        return False  # a missing input stays missing
+    except TRANSIENT_ERRORS:
         return True
     except Exception:
         return False
     return False
 
 
-def config_of(cfg: dict[str, Any]) -> PipelineConfig:
-    return PipelineConfig.model_validate(cfg)
+def task_options(name: str) -> dict[str, Any]:
+    """Decorator options of every stage task (retries and storage are refined per run by ``for_run``)."""
+    return {
+        "name": name,
+        "cache_policy": STAGE_CACHE,
+        "persist_result": True,
+        "result_serializer": "json",
+        "cache_expiration": timedelta(days=90),
+        "retries": 3,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+        "retry_jitter_factor": 0.2,
+        "retry_condition_fn": retry_on_transient_errors,
+    }
+
+
+def result_storage_uri(cfg: PipelineConfig) -> str:
+    return cfg.prefect.result_storage or storage.join(cfg.run_root, "_prefect", "results")
+
+
+_SAVED_STORAGE: dict[str, Any] = {}
+
+
+def result_storage(cfg: PipelineConfig):
+    """Where this run's task results persist: a local ``Path``, or a saved fsspec block for remote roots.
+
+    Prefect only accepts saved blocks (or paths): a remote root gets a ``RemoteFileSystem`` block
+    named after the URI, saved once per process.
+    """
+    uri = result_storage_uri(cfg)
+    if "://" not in uri or uri.startswith("file://"):
+        return Path(storage.abspath_if_local(uri.removeprefix("file://")))
+    if uri not in _SAVED_STORAGE:
+        from prefect.filesystems import RemoteFileSystem
+
+        block = RemoteFileSystem(basepath=uri)
+        block.save(f"lift-results-{storage.hash_parts(uri)}", overwrite=True)
+        _SAVED_STORAGE[uri] = block
+    return _SAVED_STORAGE[uri]
+
+
+def for_run(task: Task, cfg: PipelineConfig) -> Task:
+    """The task with this run's retry policy and result storage."""
+    p = cfg.prefect
+    return task.with_options(
+        retries=p.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=p.retry_backoff_s) if p.retry_backoff_s else 0,
+        retry_jitter_factor=p.retry_jitter,
+        result_storage=result_storage(cfg),
+    )
+
+
+def stage_fingerprint(cfg: PipelineConfig, stage: str, inputs: list[str] | None = None) -> str:
+    """The cache key's part beyond the task's URIs: code version, run root, seed, the config sections
+    ``stage`` reads, and the content fingerprints of its input URIs.
+
+    Stage outputs fingerprint by their stage key (cheap); other inputs (a manifest given by hand, a
+    catalog JSON) by their bytes, so an input edited in place is not served from the cache.
+    """
+    sections = {name: getattr(cfg, name).fingerprint() for name in STAGE_SECTIONS[stage]}
+    content = [storage.fingerprint_uri(u) for u in inputs or []]
+    return storage.hash_parts(stage, storage.code_version(), cfg.run_root, cfg.seed, sections, content)
+
+
+def config_of(cfg: dict[str, Any] | PipelineConfig) -> PipelineConfig:
+    return cfg if isinstance(cfg, PipelineConfig) else PipelineConfig.model_validate(cfg)
 
 
 def artifact_key(stage: str, kind: str) -> str:
-    return f"{stage.replace('_', '-')}-{kind}".lower()
+    """Artifact keys may hold lowercase letters, digits and dashes only."""
+    raw = f"{stage}-{kind}".lower()
+    return "".join(c if c.isalnum() else "-" for c in raw)
 
 
-def progress_artifact(stage: str) -> ProgressFn:
-    """A ProgressFn that keeps one Prefect progress artifact up to date (at most ~2 updates/s)."""
+# --------------------------------------------------------------------------- GPUs
+def gpus_needed(cfg: PipelineConfig, stage: str) -> int:
+    """GPUs a stage holds at its peak, from config (0 on CPU)."""
+    def pool(actors: int, per_actor: float) -> int:
+        return math.ceil(max(1, actors) * per_actor) if per_actor > 0 else 0
+
+    def trainer(train) -> int:
+        return max(1, train.num_workers) if train.use_gpu else 0
+
+    gen = pool(cfg.generate.num_actors, cfg.generate.num_gpus_per_actor)
+    score = pool(cfg.score.num_actors, cfg.score.num_gpus_per_actor)
+    a = cfg.align
+    need = {
+        "train_critic": trainer(cfg.critic.train),
+        "generate": gen,
+        "score": score,
+        "align": max(trainer(a.train), pool(a.cache_num_actors, a.cache_num_gpus_per_actor)),
+        "evaluate": max(gen, score),
+    }
+    return need.get(stage, 0)
+
+
+def gpu_limit_size(cfg: PipelineConfig) -> int | None:
+    """The size of the GPU concurrency limit: ``prefect.gpu_slots``, else ``ray.num_gpus`` (None: unknown)."""
+    return cfg.prefect.gpu_slots or cfg.ray.num_gpus or None
+
+
+def ensure_gpu_limit(cfg: PipelineConfig, need: int) -> int:
+    """Create the global concurrency limit when it is missing; returns its size.
+
+    An explicit ``prefect.gpu_slots`` is enforced (the limit is updated to it); otherwise an existing
+    limit (an operator may have sized it for the cluster) is left as it is.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    name = cfg.prefect.gpu_concurrency_limit
+    with get_client(sync_client=True) as client:
+        if cfg.prefect.gpu_slots:
+            client.upsert_global_concurrency_limit_by_name(name, cfg.prefect.gpu_slots)
+            return cfg.prefect.gpu_slots
+        try:
+            return client.read_global_concurrency_limit_by_name(name).limit
+        except ObjectNotFound:
+            size = gpu_limit_size(cfg) or need
+            client.upsert_global_concurrency_limit_by_name(name, size)
+            return size
+
+
+@contextlib.contextmanager
+def gpu_slots(cfg: PipelineConfig, stage: str) -> Iterator[int]:
+    """Hold the stage's GPUs in the global concurrency limit while it runs (nothing on CPU).
+
+    Two flow runs on one cluster then queue for GPUs instead of oversubscribing them. A stage that
+    needs more GPUs than the limit holds takes the whole limit.
+    """
+    need = gpus_needed(cfg, stage)
+    if need == 0:
+        yield 0
+        return
+    from prefect.concurrency.sync import concurrency
+
+    size = ensure_gpu_limit(cfg, need)
+    occupy = min(need, size)
+    log.info("%s: waiting for %d of %d slots of GPU limit %r", stage, occupy, size, cfg.prefect.gpu_concurrency_limit)
+    with concurrency(cfg.prefect.gpu_concurrency_limit, occupy=occupy, timeout_seconds=cfg.prefect.gpu_wait_s,
+                     strict=True):
+        yield occupy
+
+
+# --------------------------------------------------------------------------- progress
+def progress_artifact(stage: str, min_interval_s: float = 0.5) -> ProgressFn:
+    """A ProgressFn that keeps one Prefect progress artifact up to date (at most ~2 updates/s).
+
+    Reporting never fails a stage: an API error is logged once and later updates are dropped.
+    """
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
     artifact_id = create_progress_artifact(progress=0.0, key=artifact_key(stage, "progress"),
                                            description=f"{stage}: starting")
-    last = [0.0]
+    state = {"last": 0.0, "broken": False}
 
     def report(fraction: float, message: str) -> None:
         now = time.monotonic()
-        if fraction < 1.0 and now - last[0] < 0.5:
+        if state["broken"] or (fraction < 1.0 and now - state["last"] < min_interval_s):
             return
-        last[0] = now
-        update_progress_artifact(artifact_id=artifact_id, progress=round(100.0 * min(max(fraction, 0.0), 1.0), 1),
-                                 description=f"{stage}: {message}")
+        state["last"] = now
+        try:
+            update_progress_artifact(artifact_id=artifact_id, progress=round(100.0 * min(max(fraction, 0.0), 1.0), 1),
+                                     description=f"{stage}: {message}")
+        except Exception as err:  # the API being briefly away must not stop the work
+            state["broken"] = True
+            log.warning("progress artifact of %s not updated: %s", stage, err)
 
     return report
-
-
-def publish_summary(result: dict[str, Any], description: str = "") -> None:
-    """A table artifact with the stage's counts and its output URIs."""
-    rows = [{"item": k, "value": v} for k, v in sorted(result["counts"].items())]
-    rows += [{"item": f"output:{k}", "value": v} for k, v in sorted(result["outputs"].items())]
-    rows.append({"item": "key", "value": result["key"]})
-    create_table_artifact(table=rows, key=artifact_key(result["stage"], "summary"),
-                          description=description or f"{result['stage']} summary")

@@ -1,0 +1,168 @@
+"""docker-compose.yml, validated statically (there is no Docker engine here).
+
+Images pinned, published ports on loopback by default, a health check on every service, secrets
+only from .env, every environment variable the pipeline code reads set where that code runs, the
+GPU profile reserving NVIDIA devices, and the worker image built from infra/Dockerfile.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES: dict = COMPOSE["services"]
+ENV_EXAMPLE = {
+    line.split("=", 1)[0]: line.split("=", 1)[1]
+    for line in (REPO / ".env.example").read_text().splitlines()
+    if line.strip() and not line.lstrip().startswith("#")
+}
+VAR = re.compile(r"(?<!\$)\$\{([A-Z0-9_]+)(?::?[-?]([^}]*))?\}")  # $${X} is escaped: the container's own
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|AUTH_STRING|ACCESS_KEY")
+# Where pipeline code runs: the worker (the Ray driver) and every Ray node.
+CODE_SERVICES = ("prefect-worker", "ray-head", "ray-worker", "ray-worker-gpu")
+
+
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} with ``env`` (default: nothing set)."""
+    env = env or {}
+
+    def sub(m: re.Match) -> str:
+        if m.group(1) in env:
+            return env[m.group(1)]
+        return m.group(2) if m.group(0).startswith(f"${{{m.group(1)}:-") else ""
+
+    return VAR.sub(sub, value)
+
+
+def env_of(service: str) -> dict[str, str]:
+    env = SERVICES[service].get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def code_env_reads() -> set[str]:
+    """Environment variables the pipeline code reads (os.environ[...], .get, os.getenv; not setdefault),
+    plus the ``{{ $VAR }}`` templates of prefect.yaml that the worker resolves."""
+    names: set[str] = set()
+    for pkg in ("lift_core", "flows", "tasks", "data_catalog"):
+        for path in (REPO / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args \
+                        and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                    target = ast.unparse(node.func.value)
+                    if (target == "os.environ" and node.func.attr == "get") or ast.unparse(node.func) == "os.getenv":
+                        names.add(node.args[0].value)
+                elif isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ" \
+                        and isinstance(node.slice, ast.Constant) and isinstance(node.ctx, ast.Load):
+                    names.add(node.slice.value)
+    names |= set(re.findall(r"\{\{\s*\$([A-Z0-9_]+)\s*\}\}", (REPO / "prefect.yaml").read_text()))
+    return names
+
+
+def test_the_stack_has_every_service():
+    assert {"postgres", "redis", "prefect-server", "prefect-services", "prefect-worker", "ray-head", "ray-worker",
+            "ray-worker-gpu", "minio"} <= set(SERVICES)
+    assert any(v.startswith("postgres-data:/var/lib/postgresql/data") for v in SERVICES["postgres"]["volumes"])
+    assert "postgres-data" in COMPOSE["volumes"] and "minio-data" in COMPOSE["volumes"]
+    assert "--no-services" in SERVICES["prefect-server"]["command"]
+    assert SERVICES["prefect-services"]["command"][-2:] == ["services", "start"]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_images_are_pinned_or_built_from_the_project(name):
+    svc = SERVICES[name]
+    image = interpolate(svc["image"])
+    assert ":" in image and not image.endswith(":latest"), image
+    if "build" in svc:
+        assert (REPO / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
+
+
+def test_the_prefect_images_match_the_installed_prefect():
+    import prefect
+
+    for name in ("prefect-server", "prefect-services"):
+        assert SERVICES[name]["image"].split(":")[1].startswith(f"{prefect.__version__}-"), name
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_a_health_check(name):
+    test = SERVICES[name].get("healthcheck", {}).get("test")
+    assert test and test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in SERVICES.items() if s.get("ports")))
+def test_published_ports_bind_to_loopback_by_default(name):
+    for spec in SERVICES[name]["ports"]:
+        assert isinstance(spec, str) and interpolate(spec).count(":") == 2, f"{name}: {spec!r} must name a host address"
+        assert interpolate(spec).split(":")[0] == "127.0.0.1", (name, spec)
+        assert interpolate(spec, {k: v for k, v in ENV_EXAMPLE.items() if v}).split(":")[0] == "127.0.0.1"
+
+
+def test_secrets_come_only_from_env():
+    text = (REPO / "docker-compose.yml").read_text()
+    for name, svc in SERVICES.items():
+        for key, value in env_of(name).items():
+            if SECRET_NAME.search(key):
+                assert VAR.fullmatch(value), f"{name}.{key} must be a ${{VAR}} from .env, not written in the file"
+    for m in VAR.finditer(text):
+        assert m.group(1) in ENV_EXAMPLE, f"${{{m.group(1)}}} is not documented in .env.example"
+        if SECRET_NAME.search(m.group(1)) and m.group(1) != "HF_TOKEN":
+            assert m.group(0).startswith(f"${{{m.group(1)}:?"), f"secret {m.group(1)} must be required, not defaulted"
+    # The server's auth string comes from the environment; clients send the same one.
+    assert env_of("prefect-server")["PREFECT_SERVER_API_AUTH_STRING"].startswith("${PREFECT_AUTH_STRING:?")
+    assert env_of("prefect-worker")["PREFECT_API_AUTH_STRING"].startswith("${PREFECT_AUTH_STRING:?")
+
+
+def test_every_variable_the_code_reads_is_set_where_the_code_runs():
+    reads = code_env_reads()
+    assert {"LIFT_REPO", "LIFT_RAY_ADDRESS"} <= reads  # the scan sees what it must
+    worker = env_of("prefect-worker")
+    assert reads <= set(worker), sorted(reads - set(worker))
+    assert worker["LIFT_REPO"] == "/opt/lift" and worker["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    s3 = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FSSPEC_S3_ENDPOINT_URL"}
+    for name in CODE_SERVICES:
+        assert s3 <= set(env_of(name)), name
+        assert env_of(name)["FSSPEC_S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_worker_and_ray_share_the_project_image_with_shared_memory_for_ray():
+    images = {interpolate(SERVICES[n]["image"]) for n in CODE_SERVICES}
+    assert len(images) == 1
+    for name in CODE_SERVICES:
+        assert SERVICES[name]["build"]["dockerfile"] == "infra/Dockerfile"
+        assert interpolate(SERVICES[name]["shm_size"]).endswith(("gb", "g")), name
+    dockerfile = (REPO / "infra/Dockerfile").read_text()
+    assert "torch==2.14.1" in dockerfile and "pip install" in dockerfile and "COPY lift_core" in dockerfile
+    assert (REPO / "infra/worker_entrypoint.sh").stat().st_mode & 0o111
+
+
+def test_the_worker_serves_the_pool_of_the_deployments():
+    deployments = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    pools = {d["work_pool"]["name"] for d in deployments}
+    entry = (REPO / "infra/worker_entrypoint.sh").read_text()
+    assert pools == {"local"} and 'pool="${LIFT_WORK_POOL:-local}"' in entry and "--type process" in entry
+    assert "--with-healthcheck" in entry  # what the worker's health check calls
+
+
+def test_ray_workers_join_the_head_and_the_gpu_profile_reserves_nvidia_devices():
+    assert "--head" in SERVICES["ray-head"]["command"]
+    for name in ("ray-worker", "ray-worker-gpu"):
+        assert "--address=ray-head:6379" in SERVICES[name]["command"]
+        assert SERVICES[name]["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    gpu = SERVICES["ray-worker-gpu"]
+    assert gpu["profiles"] == ["gpu"] and "profiles" not in SERVICES["ray-worker"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+
+
+def test_dependencies_wait_for_healthy_services():
+    for name, svc in SERVICES.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in SERVICES and cond["condition"] == "service_healthy", (name, dep)

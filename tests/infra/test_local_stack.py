@@ -1,0 +1,71 @@
+"""A real local Prefect server and process worker; lift-full/lift-full is run through the `prefect` CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lift_stack_helpers import STAGES, TASKS, artifacts, local_stack, run_outputs, run_table, task_states, tree_digest
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def table(artifact: dict) -> list[dict]:
+    data = artifact["data"]
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def test_deployment_run_completes_with_every_stage_output(demo_run):
+    env, root = demo_run.env, demo_run.run_root
+    run = local_stack.flow_run(env, demo_run.flow_run_id)
+    assert demo_run.state == "COMPLETED", (run["state"], (root.parent / "worker.log"))
+    assert run["deployment_id"] and run["parameters"] == demo_run.params
+    assert task_states(env, demo_run.flow_run_id) == {name: "Completed" for name in TASKS}
+
+    outputs = run_outputs(env, demo_run.flow_run_id, root)
+    assert set(outputs) == TASKS
+    for task, out in outputs.items():
+        success = json.loads((out / "_SUCCESS.json").read_text())
+        assert success["key"] == out.name
+        for name, uri in success["outputs"].items():
+            assert Path(uri).exists(), (task, name, uri)
+    assert {p.parent.parent.name for p in root.glob("*/*/_SUCCESS.json")} >= set(STAGES)
+    ingest = json.loads((outputs["ingest"] / "_SUCCESS.json").read_text())["counts"]
+    assert ingest["videos_lift-hra"] == 24 and ingest["videos_hd-vila"] == 4 and ingest["prompts"] == 8
+    decoded = json.loads((outputs["decode"] / "_SUCCESS.json").read_text())["counts"]
+    assert decoded["decoded"] == 28 and decoded["quarantined"] == 0
+    scores = json.loads((outputs["score"] / "_SUCCESS.json").read_text())["counts"]
+    assert scores["rows"] == 4 + 2  # the real set and the two generated videos
+    critic = json.loads((outputs["train-critic"] / "metrics.json").read_text())
+    assert critic["steps"] == 2 and {"semantic", "fidelity", "motion"} <= set(critic)
+    assert (outputs["evaluate"] / "report.md").read_text().startswith("# LiFT evaluation")
+
+    found = artifacts(env, demo_run.flow_run_id)
+    expected = {"synth-summary", "ingest-summary", "decode-summary", "decode-generated-summary",
+                "train-critic-summary", "train-critic-metrics", "generate-base-summary", "score-summary",
+                "score-rewards", "align-summary", "evaluate-summary", "evaluate-report", "lift-full-run",
+                "decode-progress", "train-critic-progress", "score-progress", "align-progress", "evaluate-progress"}
+    assert expected <= set(found), sorted(expected - set(found))
+    assert found["train-critic-progress"]["data"] == 100.0
+    report = found["evaluate-report"]["data"]
+    assert report.count("](data:image/png;base64,") == 3  # the three plots travel inside the artifact
+    metrics_rows = table(found["train-critic-metrics"])
+    assert [r["dimension"] for r in metrics_rows] == ["semantic", "fidelity", "motion"]
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["majority_label"] in ("Good", "Normal", "Bad") for r in metrics_rows)
+    assert {(r["source"], r["dimension"]) for r in table(found["score-rewards"])} >= {
+        ("hd-vila", "overall"), ("generated", "overall"), ("hd-vila", "semantic")}
+
+
+def test_second_run_is_all_cache_hits_with_identical_outputs(demo_run):
+    env, root = demo_run.env, demo_run.run_root
+    assert demo_run.state == "COMPLETED"
+    before = tree_digest(root, exclude=("_prefect",))
+    run_id, state = local_stack.run_deployment(env, params=demo_run.params, timeout=300)
+    assert state == "COMPLETED"
+    assert task_states(env, run_id) == {name: "Cached" for name in TASKS}
+    assert tree_digest(root, exclude=("_prefect",)) == before  # nothing rewritten, byte for byte
+    rows = run_table(env, run_id)
+    assert {r["task"]: r["state"] for r in rows} == {name: "Cached" for name in TASKS}
+    assert [r["key"] for r in rows] == [r["key"] for r in run_table(env, demo_run.flow_run_id)]
