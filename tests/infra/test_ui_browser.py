@@ -49,7 +49,7 @@ def test_flow_run_task_runs_and_evaluation_report_are_visible(browser, demo_run)
     page.get_by_text(run["name"]).first.wait_for()
     page.get_by_text("lift-full").first.wait_for()
     page.get_by_text("Completed").first.wait_for()
-    page.get_by_role("tab", name="Task Runs").click()
+    page.get_by_role("tablist").get_by_text("Task Runs", exact=True).click()
     for name in sorted(TASKS):
         page.get_by_text(name, exact=True).first.wait_for()
     page.screenshot(path=str(SHOTS / "prefect-ui-flow-run.png"), full_page=True)
@@ -66,7 +66,7 @@ def test_flow_run_task_runs_and_evaluation_report_are_visible(browser, demo_run)
 
     # The run's artifacts tab lists the report among the others.
     page.goto(f"{ui}/runs/flow-run/{run_id}", wait_until="networkidle")
-    page.get_by_role("tab", name="Artifacts").click()
+    page.get_by_role("tablist").get_by_text("Artifacts", exact=True).click()
     page.get_by_text("evaluate-report").first.wait_for()
     page.screenshot(path=str(SHOTS / "prefect-ui-artifacts.png"), full_page=True)
     for shot in ("prefect-ui-flow-run.png", "prefect-ui-evaluation-report.png", "prefect-ui-artifacts.png"):
