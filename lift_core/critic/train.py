@@ -24,11 +24,9 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
 import uuid
@@ -39,6 +37,8 @@ import numpy as np
 import pyarrow as pa
 
 from lift_core import storage
+from lift_core.distributed import checkpoints
+from lift_core.distributed.checkpoints import DataOrder, latest_checkpoint, torch_load, write_dir
 from lift_core.config import DIMENSIONS, LABELS, PipelineConfig
 from lift_core.progress import ProgressFn, resolve
 from lift_core.schemas import QUARANTINE_SCHEMA, rows_to_table
@@ -89,40 +89,6 @@ def critic_fingerprint(cfg: PipelineConfig) -> str:
 
 
 # --------------------------------------------------------------------------- checkpoints
-def checkpoints_dir(out_uri: str) -> str:
-    return storage.join(out_uri, "checkpoints")
-
-
-def latest_checkpoint(out_uri: str) -> tuple[int, str] | None:
-    """(step, uri) of the newest complete checkpoint (one with ``state.json``)."""
-    fs, path = storage.fs_and_path(checkpoints_dir(out_uri))
-    if not fs.exists(path):
-        return None
-    best = None
-    for entry in fs.ls(path, detail=False):
-        entry = entry.rstrip("/")
-        name = entry.rsplit("/", 1)[-1]
-        if name.startswith("step-") and fs.exists(f"{entry}/state.json"):
-            step = int(name.split("-", 1)[1])
-            if best is None or step > best[0]:
-                best = (step, storage.to_uri(fs, entry))
-    return best
-
-
-def _torch_bytes(obj: Any) -> bytes:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
-def _torch_load(uri: str) -> Any:
-    import torch
-
-    return torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=False)
-
-
 def trainable_state(model: Any) -> dict[str, Any]:
     """The adapter's weights: LoRA matrices and the ``modules_to_save`` copies."""
     from peft.utils import get_peft_model_state_dict
@@ -141,43 +107,8 @@ def load_trainable_state(model: Any, state: dict[str, Any]) -> None:
 
 def save_checkpoint(out_uri: str, step: int, model: Any, optimizer: Any, scheduler: Any,
                     state: dict[str, Any], log_rows: list[dict[str, Any]], keep: int) -> str:
-    from safetensors.torch import save
-
-    ck = storage.join(checkpoints_dir(out_uri), f"step-{step:06d}")
-    storage.write_bytes_atomic(storage.join(ck, "trainable.safetensors"), save(trainable_state(model)))
-    storage.write_bytes_atomic(storage.join(ck, "optimizer.pt"), _torch_bytes(optimizer.state_dict()))
-    storage.write_bytes_atomic(storage.join(ck, "lr_scheduler.pt"), _torch_bytes(scheduler.state_dict()))
-    storage.write_table(storage.join(ck, "train_log.parquet"), pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA))
-    storage.write_json(storage.join(ck, "state.json"), state)  # last: marks the checkpoint complete
-    _prune_checkpoints(out_uri, keep)
-    return ck
-
-
-def _prune_checkpoints(out_uri: str, keep: int) -> None:
-    fs, path = storage.fs_and_path(checkpoints_dir(out_uri))
-    complete = sorted(
-        e.rstrip("/") for e in fs.ls(path, detail=False)
-        if e.rstrip("/").rsplit("/", 1)[-1].startswith("step-") and fs.exists(f"{e.rstrip('/')}/state.json")
-    )
-    for old in complete[: max(0, len(complete) - max(1, keep))]:
-        fs.rm(old, recursive=True)
-
-
-# --------------------------------------------------------------------------- data order and batches
-class DataOrder:
-    """Stream position p -> example index: one seeded permutation per epoch."""
-
-    def __init__(self, n: int, seed: int):
-        if n <= 0:
-            raise ValueError("no training examples")
-        self.n, self.seed = n, seed
-        self._perms: dict[int, np.ndarray] = {}
-
-    def __call__(self, position: int) -> int:
-        epoch, i = divmod(int(position), self.n)
-        if epoch not in self._perms:
-            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
-        return int(self._perms[epoch][i])
+    log = pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA)
+    return checkpoints.save_checkpoint(out_uri, step, trainable_state(model), optimizer, scheduler, state, log, keep)
 
 
 def truncate_reason(tokenizer: Any, reason: str, max_tokens: int) -> str:
@@ -288,23 +219,6 @@ def predict_label_probs(loaded: Any, videos: list[np.ndarray], captions: list[st
 
 
 # --------------------------------------------------------------------------- the worker
-def _write_dir(out_uri: str, write: Callable[[str], None]) -> str:
-    """Run ``write(local_dir)`` and put the result at ``out_uri`` (renamed into place when local)."""
-    local = storage.local_path(out_uri)
-    if local is not None:
-        tmp = f"{local}.tmp-{uuid.uuid4().hex[:8]}"
-        write(tmp)
-        if os.path.exists(local):
-            shutil.rmtree(local)
-        os.rename(tmp, local)
-        return out_uri
-    with tempfile.TemporaryDirectory(prefix="lift-critic-out-") as tmp:
-        write(tmp)
-        fs, path = storage.fs_and_path(out_uri)
-        fs.put(tmp.rstrip("/") + "/", path.rstrip("/"), recursive=True)
-    return out_uri
-
-
 def run_worker(config: dict[str, Any], rank: int = 0, world: int = 1, device: Any = "cpu",
                report: Callable[[dict[str, Any]], None] | None = None,
                wrap: Callable[[Any], Any] | None = None) -> None:
@@ -342,8 +256,8 @@ def run_worker(config: dict[str, Any], rank: int = 0, world: int = 1, device: An
     optimizer = torch.optim.AdamW(param_groups(model, tr.lr, c.modules_to_save_lr), lr=tr.lr, weight_decay=tr.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, group_schedules(optimizer, c))
     if resume is not None:
-        optimizer.load_state_dict(_torch_load(storage.join(ck, "optimizer.pt")))
-        scheduler.load_state_dict(_torch_load(storage.join(ck, "lr_scheduler.pt")))
+        optimizer.load_state_dict(torch_load(storage.join(ck, "optimizer.pt")))
+        scheduler.load_state_dict(torch_load(storage.join(ck, "lr_scheduler.pt")))
         log_rows = storage.read_table(storage.join(ck, "train_log.parquet")).to_pylist()
 
     store = FrameStore.build(config["frames_uri"], config["video_ids"], config["frame_store_dir"])
@@ -405,7 +319,7 @@ def run_worker(config: dict[str, Any], rank: int = 0, world: int = 1, device: An
 
     if rank == 0:
         model.eval()
-        _write_dir(config["adapter_uri"], lambda d: model.save_pretrained(d))
+        write_dir(config["adapter_uri"], lambda d: model.save_pretrained(d))
         storage.write_table(config["train_log_uri"], pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA))
         evaluate_rows = config["evaluate"]
         probs = predict_label_probs(loaded, [store[e["video_id"]] for e in evaluate_rows],

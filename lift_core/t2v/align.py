@@ -20,19 +20,19 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import shutil
 import tempfile
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from lift_core import storage
+from lift_core.distributed import checkpoints
+from lift_core.distributed.checkpoints import DataOrder, latest_checkpoint, torch_load, write_dir
 from lift_core.config import PipelineConfig
 from lift_core.progress import ProgressFn, resolve
 from lift_core.schemas import QUARANTINE_SCHEMA, quarantine_row, rows_to_table
@@ -153,39 +153,6 @@ def build_dataset(
 
 
 # --------------------------------------------------------------------------- checkpoints
-def checkpoints_dir(out_uri: str) -> str:
-    return storage.join(out_uri, "checkpoints")
-
-
-def latest_checkpoint(out_uri: str) -> tuple[int, str] | None:
-    """(step, uri) of the newest complete checkpoint (one with ``state.json``)."""
-    fs, path = storage.fs_and_path(checkpoints_dir(out_uri))
-    if not fs.exists(path):
-        return None
-    best = None
-    for entry in fs.ls(path, detail=False):
-        name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if name.startswith("step-") and fs.exists(f"{entry.rstrip('/')}/state.json"):
-            step = int(name.split("-", 1)[1])
-            if best is None or step > best[0]:
-                best = (step, storage.to_uri(fs, entry.rstrip("/")))
-    return best
-
-
-def _torch_bytes(obj: Any) -> bytes:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
-def _torch_load(uri: str) -> Any:
-    import torch
-
-    return torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=False)
-
-
 def trainable_state(inner: Any, mode: str) -> dict[str, Any]:
     if mode == "lora":
         from peft.utils import get_peft_model_state_dict
@@ -208,63 +175,12 @@ def load_trainable_state(inner: Any, mode: str, state: dict[str, Any]) -> None:
 
 def save_checkpoint(out_uri: str, step: int, inner: Any, mode: str, optimizer: Any, scheduler: Any,
                     state: dict[str, Any], log_rows: list[dict[str, Any]], keep: int) -> str:
-    from safetensors.torch import save
-
-    ck = storage.join(checkpoints_dir(out_uri), f"step-{step:06d}")
-    storage.write_bytes_atomic(storage.join(ck, "trainable.safetensors"), save(trainable_state(inner, mode)))
-    storage.write_bytes_atomic(storage.join(ck, "optimizer.pt"), _torch_bytes(optimizer.state_dict()))
-    storage.write_bytes_atomic(storage.join(ck, "lr_scheduler.pt"), _torch_bytes(scheduler.state_dict()))
-    storage.write_table(storage.join(ck, "train_log.parquet"), pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA))
-    storage.write_json(storage.join(ck, "state.json"), state)  # last: marks the checkpoint complete
-    _prune_checkpoints(out_uri, keep)
-    return ck
-
-
-def _prune_checkpoints(out_uri: str, keep: int) -> None:
-    fs, path = storage.fs_and_path(checkpoints_dir(out_uri))
-    complete = sorted(
-        e.rstrip("/") for e in fs.ls(path, detail=False)
-        if e.rstrip("/").rsplit("/", 1)[-1].startswith("step-") and fs.exists(f"{e.rstrip('/')}/state.json")
-    )
-    for old in complete[: max(0, len(complete) - max(1, keep))]:
-        fs.rm(old, recursive=True)
-
-
-# --------------------------------------------------------------------------- data order
-class DataOrder:
-    """Position p of the training stream -> sample index: one seeded permutation per epoch."""
-
-    def __init__(self, n: int, seed: int):
-        if n <= 0:
-            raise ValueError("no training samples")
-        self.n, self.seed = n, seed
-        self._perms: dict[int, np.ndarray] = {}
-
-    def __call__(self, position: int) -> int:
-        epoch, i = divmod(int(position), self.n)
-        if epoch not in self._perms:
-            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
-        return int(self._perms[epoch][i])
+    log = pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA)
+    return checkpoints.save_checkpoint(out_uri, step, trainable_state(inner, mode), optimizer, scheduler, state, log,
+                                       keep)
 
 
 # --------------------------------------------------------------------------- the training loop
-def _write_dir(out_uri: str, write: Callable[[str], None]) -> str:
-    """Run ``write(local_dir)`` and put the result at ``out_uri`` (directly when local)."""
-    local = storage.local_path(out_uri)
-    if local is not None:
-        tmp = f"{local}.tmp-{uuid.uuid4().hex[:8]}"
-        write(tmp)
-        if os.path.exists(local):
-            shutil.rmtree(local)
-        os.rename(tmp, local)
-        return out_uri
-    with tempfile.TemporaryDirectory(prefix="lift-align-out-") as tmp:
-        write(tmp)
-        fs, path = storage.fs_and_path(out_uri)
-        fs.put(tmp.rstrip("/") + "/", path.rstrip("/"), recursive=True)
-    return out_uri
-
-
 def train_step(spec: Any, pipe: Any, model: Any, params: list, optimizer: Any, scheduler: Any, batch: Any,
                grad_clip: float) -> tuple[Any, float, float]:
     """One optimizer step of LiFT's loss; returns (per-sample losses, gradient norm before clipping, lr used)."""
@@ -341,8 +257,8 @@ def train_loop(config: dict[str, Any]) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
     log_rows: list[dict[str, Any]] = []
     if resume is not None:
-        optimizer.load_state_dict(_torch_load(storage.join(ck, "optimizer.pt")))
-        scheduler.load_state_dict(_torch_load(storage.join(ck, "lr_scheduler.pt")))
+        optimizer.load_state_dict(torch_load(storage.join(ck, "optimizer.pt")))
+        scheduler.load_state_dict(torch_load(storage.join(ck, "lr_scheduler.pt")))
         log_rows = storage.read_table(storage.join(ck, "train_log.parquet")).to_pylist()
 
     samples = config["samples"]
@@ -398,9 +314,9 @@ def train_loop(config: dict[str, Any]) -> None:
     if rank == 0:
         final = {"step": tr.max_steps, "resumed_from_step": start}
         if a.mode == "lora":
-            _write_dir(config["lora_uri"], lambda d: spec.save_lora(d, inner))
+            write_dir(config["lora_uri"], lambda d: spec.save_lora(d, inner))
         else:
-            _write_dir(config["weights_uri"], lambda d: spec.save_denoiser(inner, os.path.join(d, "transformer")))
+            write_dir(config["weights_uri"], lambda d: spec.save_denoiser(inner, os.path.join(d, "transformer")))
         storage.write_table(config["train_log_uri"], pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA))
         storage.write_json(storage.join(out_uri, "train_result.json"), final)
     ray.train.report({"step": tr.max_steps, "done": 1})
