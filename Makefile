@@ -36,7 +36,7 @@ test-fast: install
 	$(VENV)/bin/python -m pytest tests -m "not slow"
 
 bench: install
-	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+	for b in benchmarks/[!_]*.py; do $(PY) $$b || exit 1; done
 
 clean: down
 	rm -rf runs .prefect-local

@@ -21,7 +21,6 @@ Writes ``<out-dir>/align_step.json`` and ``align_step.md``; ``ratio`` = LiFT-way
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -33,22 +32,12 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from _common import command, machine, publish  # noqa: E402  (benchmarks/ is on sys.path)
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 NAME = "align_step"
-
-
-def machine() -> dict[str, Any]:
-    gpu = None
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except Exception:
-        pass
-    return {"cpus": os.cpu_count(), "gpu": gpu}
 
 
 def make_videos(n: int, frames: int, height: int, width: int, seed: int = 0):
@@ -160,7 +149,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cache_fill_s_once": round(cache_fill_s, 4),
         "videos_in_cache": args.videos,
     }
-    command = "python benchmarks/align_step.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {
         "name": NAME,
         "machine": machine(),
@@ -168,14 +156,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratio": round(lift / cached, 3),
         "ratio_means": "median step time of LiFT's way (VAE + T5 encoding every step) divided by the median step "
         "time with cached latents + text embeddings (same model, same batches, alternating steps)",
-        "command": command.strip(),
+        "command": command("align_step.py", argv).strip(),
     }
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{NAME}.md").write_text(render_md(result))
-    print(json.dumps(result, indent=2))
-    return result
+    return publish(args.out_dir, result, render_md(result))
 
 
 def render_md(r: dict[str, Any]) -> str:

@@ -22,7 +22,6 @@ Writes ``<out-dir>/decode.json`` and ``decode.md``; ``ratio`` = our videos/s ove
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from _common import command, machine, publish  # noqa: E402  (benchmarks/ is on sys.path)
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -112,18 +113,6 @@ def warm_ray(work: Path, paths: list[str], procs: int, k: int, h: int, w: int, b
     time_ours(warm, str(work / "warm-out"), k, h, w, 1)
 
 
-def machine() -> dict[str, Any]:
-    gpu = None
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except Exception:
-        pass
-    return {"cpus": os.cpu_count(), "gpu": gpu}
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--videos", type=int, default=96)
@@ -170,7 +159,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Other work on the machine slows both sides, not equally: the ratio is meaningful near idle.
         "load_avg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
-    command = "python benchmarks/decode.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {
         "name": NAME,
         "machine": machine(),
@@ -178,14 +166,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratio": round(bare / ours, 3),
         "ratio_means": "Ray Data decode stage throughput (videos/s, incl. Parquet shards and quarantine) "
         "divided by the throughput of the same number of bare decord processes (best of the repeats each)",
-        "command": command.strip(),
+        "command": command("decode.py", argv).strip(),
     }
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{NAME}.md").write_text(render_md(result))
-    print(json.dumps(result, indent=2))
-    return result
+    return publish(args.out_dir, result, render_md(result))
 
 
 def render_md(r: dict[str, Any]) -> str:

@@ -36,6 +36,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from _common import command, machine, publish  # noqa: E402  (benchmarks/ is on sys.path)
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -244,15 +246,7 @@ def run_memory(work: Path, base: str, adapter: str, n: int, decode, batch_size: 
 
 
 # --------------------------------------------------------------------------- main
-def machine() -> dict[str, Any]:
-    import torch
-
-    return {"cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def write_results(out_dir: Path, result: dict[str, Any]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
+def render_md(result: dict[str, Any]) -> str:
     f = result["figures"]
     lines = [
         "# Critic scoring: batched vs LiFT's way",
@@ -301,7 +295,7 @@ def write_results(out_dir: Path, result: dict[str, Any]) -> None:
         f"Command: `{result['command']}`",
         "",
     ]
-    (out_dir / f"{NAME}.md").write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -353,7 +347,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mem_small = run_memory(work, base, adapter, args.mem_small, decode, args.batch_size)
     mem_large = run_memory(work, base, adapter, args.mem_large, decode, args.batch_size)
 
-    cmd = "python benchmarks/scoring.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
     figures = {
         "videos": args.videos, "frames": decode.frames, "frame_size": f"{decode.height}x{decode.width}",
         "critic_params": sum(p.numel() for p in scorer.loaded.model.parameters()),
@@ -372,10 +365,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "figures": figures,
         "ratio": figures["speedup_no_rationale"],
         "ratio_means": "videos/s of ours without rationales divided by videos/s of LiFT's way",
-        "command": cmd.strip(),
+        "command": command("scoring.py", argv).strip(),
     }
-    write_results(Path(args.out_dir), result)
-    print(json.dumps(result, indent=2))
+    publish(args.out_dir, result, render_md(result))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return result
