@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,21 @@ def ray_session():
     if not ray.is_initialized():
         ray.init(num_cpus=2, object_store_memory=int(5e8), include_dashboard=False, log_to_driver=False)
     yield ray
+
+
+@pytest.fixture
+def lift_cli(monkeypatch, capsys):
+    """Run ``flows.cli.main`` in this process, as the ``lift`` console script does: ``(exit code, stdout, stderr)``."""
+    from flows import cli
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["lift", *args])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exit_:
+            code = exit_.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -14,41 +14,29 @@ from flows import cli
 from lift_core.video.frames import read_frames
 
 
-def run_lift(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """``flows.cli.main`` in this process, as the ``lift`` console script runs it."""
-    monkeypatch.setattr(sys, "argv", ["lift", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _json_tail(out: str) -> dict:
     return json.loads(out[out.index("{"):])
 
 
-def test_synth_ingest_decode(ray_session, monkeypatch, capsys, tmp_path, fixtures_dir):
-    code, out, err = run_lift(monkeypatch, capsys, "synth", "--out", str(tmp_path / "s"), "--n", "6", "--seed", "3",
+def test_synth_ingest_decode(ray_session, lift_cli, tmp_path, fixtures_dir):
+    code, out, err = lift_cli("synth", "--out", str(tmp_path / "s"), "--n", "6", "--seed", "3",
                               "--n-real", "2", "--n-prompts", "3")
     assert code == 0, err
     outputs = _json_tail(out)
     assert Path(outputs["hra_json"]).exists() and len(list((tmp_path / "s").rglob("*.mp4"))) == 8
 
     manifest = str(tmp_path / "m.parquet")
-    code, out, err = run_lift(monkeypatch, capsys, "ingest", "--format", "lift-hra", "--source", outputs["hra_json"],
+    code, out, err = lift_cli("ingest", "--format", "lift-hra", "--source", outputs["hra_json"],
                               "--videos-root", outputs["videos_root"], "--out", manifest)
     assert code == 0, err
     assert _json_tail(out)["counts"]["videos"] == 6 and pq.read_table(manifest).num_rows == 6
 
-    code, out, err = run_lift(monkeypatch, capsys, "ingest", "--format", "vbench-prompts", "--source",
+    code, out, err = lift_cli("ingest", "--format", "vbench-prompts", "--source",
                               str(fixtures_dir / "prompts/vbench_full_info_opt.json"), "--out", str(tmp_path / "p.parquet"))
     assert code == 0, err
     assert pq.read_table(tmp_path / "p.parquet").num_rows == 944
 
-    code, out, err = run_lift(monkeypatch, capsys, "decode", "--manifest", manifest, "--out", str(tmp_path / "d"),
+    code, out, err = lift_cli("decode", "--manifest", manifest, "--out", str(tmp_path / "d"),
                               "--frames", "4", "--height", "28", "--width", "28")
     assert code == 0, err
     res = _json_tail(out)
@@ -56,7 +44,7 @@ def test_synth_ingest_decode(ray_session, monkeypatch, capsys, tmp_path, fixture
     assert {a.shape for a in read_frames(res["outputs"]["frames"]).values()} == {(4, 28, 28, 3)}
 
 
-def test_ingest_every_fixture_format(monkeypatch, capsys, tmp_path, fixtures_dir):
+def test_ingest_every_fixture_format(lift_cli, tmp_path, fixtures_dir):
     (tmp_path / "vids").mkdir()
     for name in ("0.mp4", "1.mp4"):
         (tmp_path / "vids" / name).write_bytes((fixtures_dir / "lift-demo" / name).read_bytes())
@@ -69,7 +57,7 @@ def test_ingest_every_fixture_format(monkeypatch, capsys, tmp_path, fixtures_dir
     ]
     for fmt, source, videos, quarantined in cases:
         out = tmp_path / f"{fmt}.parquet"
-        code, stdout, err = run_lift(monkeypatch, capsys, "ingest", "--format", fmt, "--source", str(source), "--out", str(out))
+        code, stdout, err = lift_cli("ingest", "--format", fmt, "--source", str(source), "--out", str(out))
         assert code == 0, (fmt, err)
         counts = _json_tail(stdout)["counts"]
         assert (counts["videos"], counts["quarantined"]) == (videos, quarantined), fmt
@@ -88,9 +76,9 @@ def test_ingest_every_fixture_format(monkeypatch, capsys, tmp_path, fixtures_dir
         (["synth", "--out", "{tmp}/s", "--n", "1", "--height", "63"], "--height: Input should be a multiple of 2"),
     ],
 )
-def test_bad_arguments_exit_2_with_one_line(monkeypatch, capsys, tmp_path, fixtures_dir, args, message):
+def test_bad_arguments_exit_2_with_one_line(lift_cli, tmp_path, fixtures_dir, args, message):
     args = [a.format(tmp=tmp_path, fixtures=fixtures_dir) for a in args]
-    code, _, err = run_lift(monkeypatch, capsys, *args)
+    code, _, err = lift_cli(*args)
     assert code == 2
     assert err.startswith("lift: error: ") and message in err and err.count("\n") == 1
 
