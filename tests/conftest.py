@@ -51,3 +51,23 @@ def lift_cli(monkeypatch, capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """A real S3-protocol server (moto's server mode) on 127.0.0.1 for one module: its URL.
+
+    Its state is process-global; a test that needs an empty server POSTs ``/moto-api/reset``."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

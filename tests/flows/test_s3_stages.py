@@ -21,31 +21,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-def test_ingest_decode_score_write_to_s3(s3_endpoint, critic_base, critic_a, tmp_path):
-    fs = fsspec.filesystem("s3", skip_instance_cache=True, endpoint_url=s3_endpoint, key="testing", secret="testing")
+def test_ingest_decode_score_write_to_s3(moto_endpoint, critic_base, critic_a, tmp_path):
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, endpoint_url=moto_endpoint, key="testing", secret="testing")
     fs.mkdir("lift")
     fs.put(critic_a.rstrip("/") + "/", "lift/critics/a/", recursive=True)
     overrides = ["run_root=s3://lift/run", "data.synthetic.n=6", "data.synthetic.n_real=2", "data.synthetic.n_prompts=2",
                  f"critic.model={critic_base}", "critic.build_tiny=null", "score.sources=null", "decode.batch_size=4",
                  "score.batch_size=4", "ray.num_cpus=2"]
-    env = {**os.environ, **CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": s3_endpoint, "PREFECT_HOME": str(tmp_path / "home"),
+    env = {**os.environ, **CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": moto_endpoint, "PREFECT_HOME": str(tmp_path / "home"),
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "PYTHONPATH": str(REPO)}
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.run([sys.executable, str(REPO / "tests/flows/s3_stages_script.py"), json.dumps(overrides),
