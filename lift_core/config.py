@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DIMENSIONS: tuple[str, ...] = ("semantic", "fidelity", "motion")
 LABELS: tuple[str, ...] = ("Good", "Normal", "Bad")
@@ -132,6 +132,19 @@ class TinyCriticConfig(Section):
     seed: int = 0
 
 
+class CurriculumPhase(Section):
+    steps: int = Field(..., ge=1)
+    dimensions: list[str] = Field(..., min_length=1)
+
+    @field_validator("dimensions")
+    @classmethod
+    def _known_dimensions(cls, value: list[str]) -> list[str]:
+        unknown = [d for d in value if d not in DIMENSIONS]
+        if unknown:
+            raise ValueError(f"unknown dimension(s) {unknown}; expected some of {list(DIMENSIONS)}")
+        return value
+
+
 class CriticConfig(Section):
     model: str = "{run_root}/models/critic-base"  # hub id or local dir
     backbone: Literal["qwen2-vl", "qwen2.5-vl"] = "qwen2-vl"
@@ -150,10 +163,22 @@ class CriticConfig(Section):
     # fresh head/projector before the body moves, as LLaVA's stage 1 and "linear probe, then fine-tune").
     lora_start_step: int = Field(0, ge=0)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
+    # Curriculum: phases that train on some dimensions alone, in order, before all of them train
+    # together until train.max_steps. Semantic consistency needs the caption bound to the video;
+    # a small critic learns it alone, but not while the easier dimensions take the gradient.
+    curriculum: list[CurriculumPhase] = Field(default_factory=list)
     eval_batch_size: int = Field(16, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(0, ge=0)  # Ray Train restarts of the worker group (each resumes from the last checkpoint)
     keep_checkpoints: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _curriculum_fits(self) -> "CriticConfig":
+        steps = sum(phase.steps for phase in self.curriculum)
+        if self.curriculum and steps >= self.train.max_steps:
+            raise ValueError(f"curriculum phases take {steps} steps: they must end before train.max_steps "
+                             f"({self.train.max_steps}), which all dimensions train together to reach")
+        return self
 
 
 class ScoreConfig(Section):

@@ -22,6 +22,8 @@ from lift_core.config import DIMENSIONS, LABELS, PipelineConfig, TinyCriticConfi
 
 log = logging.getLogger("lift.critic")
 
+BUILD_RECORD = "lift_tiny_critic.json"  # what the builder wrote: its config and parameter count
+
 SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
     "<|im_start|>",
@@ -223,12 +225,13 @@ def build_tiny_critic(out_dir: str, cfg: TinyCriticConfig) -> str:
         chat_template=CHAT_TEMPLATE,
     )
     tmp = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
+    record = {"built_by": "lift_core.critic.builder", "config": cfg.model_dump(mode="json"),
+              "parameters": sum(p.numel() for p in model.parameters())}
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        with open(os.path.join(tmp, "lift_tiny_critic.json"), "w") as f:
-            json.dump({"built_by": "lift_core.critic.builder", "config": cfg.model_dump(mode="json"),
-                       "parameters": sum(p.numel() for p in model.parameters())}, f, indent=2)
+        with open(os.path.join(tmp, BUILD_RECORD), "w") as f:
+            json.dump(record, f, indent=2)
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
         os.makedirs(os.path.dirname(out_dir) or ".", exist_ok=True)
@@ -236,13 +239,23 @@ def build_tiny_critic(out_dir: str, cfg: TinyCriticConfig) -> str:
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("built tiny critic (%d parameters) in %s", sum(p.numel() for p in model.parameters()), out_dir)
+    log.info("built tiny critic (%d parameters) in %s", record["parameters"], out_dir)
     return out_dir
+
+
+def built_config(model_dir: str) -> dict | None:
+    """The ``TinyCriticConfig`` (as JSON) a tiny critic dir was built from; None when it is not one."""
+    try:
+        with open(os.path.join(model_dir, BUILD_RECORD)) as f:
+            return json.load(f).get("config")
+    except (OSError, ValueError):
+        return None
 
 
 def ensure_critic_base(cfg: PipelineConfig) -> str:
     """The critic base model to load: builds the tiny one into ``critic.model`` when ``critic.build_tiny``
-    is set and the directory has no ``config.json``; otherwise returns ``critic.model`` as is."""
+    is set and the directory has no model yet, or one built from other ``build_tiny`` values;
+    otherwise returns ``critic.model`` as is."""
     c = cfg.critic
     if c.build_tiny is None:
         return c.model
@@ -251,5 +264,9 @@ def ensure_critic_base(cfg: PipelineConfig) -> str:
         raise ValueError(f"critic.build_tiny needs a local critic.model directory, got {c.model}")
     local = os.path.abspath(local)
     if not os.path.exists(os.path.join(local, "config.json")):
+        build_tiny_critic(local, c.build_tiny)
+    elif built_config(local) not in (None, c.build_tiny.model_dump(mode="json")):
+        # Built earlier from other build_tiny values: rebuild, or the new values would be ignored.
+        log.info("critic.build_tiny changed since %s was built: rebuilding it", local)
         build_tiny_critic(local, c.build_tiny)
     return local

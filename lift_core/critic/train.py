@@ -9,7 +9,8 @@
    the cross-entropy of the answer tokens only (``"Label. reason"`` + end of turn), the label token
    weighted by ``critic.label_token_weight``. ``critic.train.batch_size`` is the global batch, split
    over the workers; the sample at stream position p depends only on p (one seeded permutation per
-   epoch), so a resumed run sees exactly the data an uninterrupted run would.
+   epoch), so a resumed run sees exactly the data an uninterrupted run would. ``critic.curriculum``
+   phases first train some dimensions alone (``CurriculumOrder``); one LR schedule spans all steps.
 3. Checkpoints every ``critic.train.checkpoint_every`` steps under ``<out>/checkpoints/step-N/``: the
    trainable weights (LoRA + modules_to_save), optimizer, LR scheduler, data position and the loss
    log; ``state.json`` is written last and marks it complete. Rerunning the same config finds the
@@ -173,6 +174,34 @@ def answer_loss(logits: Any, labels: Any, label_weight: float, label_ids: list[i
     }
 
 
+class CurriculumOrder:
+    """(step, slot in the global batch) -> training example index.
+
+    Each ``critic.curriculum`` phase draws only its dimensions' examples, for its steps; then all
+    examples train until the end. Within a segment, stream position (step - segment start) * batch
+    + slot goes through a seeded per-epoch permutation (``DataOrder``), so an example depends only on
+    (step, slot): a resumed run, under any world size, sees what an uninterrupted one would. Without
+    a curriculum it is ``DataOrder(len(train), seed)`` at position step * batch + slot.
+    """
+
+    def __init__(self, train: list[dict[str, Any]], phases: list[Any], seed: int):
+        self.segments: list[tuple[int, list[int], DataOrder]] = []
+        start = 0
+        for k, phase in enumerate(phases):
+            idx = [i for i, e in enumerate(train) if e["dimension"] in phase.dimensions]
+            if not idx:
+                raise ValueError(f"critic.curriculum phase {k + 1}: no training examples of {phase.dimensions}")
+            self.segments.append((start, idx, DataOrder(len(idx), seed + 7919 * (k + 1))))
+            start += phase.steps
+        self.segments.append((start, list(range(len(train))), DataOrder(len(train), seed)))
+
+    def __call__(self, step: int, slot: int, batch_size: int) -> int:
+        for first, idx, order in reversed(self.segments):
+            if step >= first:
+                return idx[order((step - first) * batch_size + slot)]
+        raise ValueError(f"negative step {step}")
+
+
 # --------------------------------------------------------------------------- model
 def add_lora(model: Any, lora: Any) -> Any:
     """A peft LoRA on ``model`` (base frozen); ``modules_to_save`` are trained in full."""
@@ -265,7 +294,7 @@ def run_worker(config: dict[str, Any], rank: int = 0, world: int = 1, device: An
     train = config["train"]
     answers = [format_answer(e["label"], truncate_reason(tok, e["reason"], c.max_reason_tokens)) for e in train]
     label_ids = [loaded.label_token_ids[label] for label in LABELS]
-    order = DataOrder(len(train), tr.seed)
+    order = CurriculumOrder(train, c.curriculum, tr.seed)
     crash_at = config.get("crash_at_step")
 
     for step in range(start, tr.max_steps):
@@ -275,8 +304,7 @@ def run_worker(config: dict[str, Any], rank: int = 0, world: int = 1, device: An
                 storage.write_bytes_atomic(marker, b"")
                 os._exit(1)
         t0 = time.perf_counter()
-        positions = range(step * tr.batch_size + rank * local_b, step * tr.batch_size + (rank + 1) * local_b)
-        idx = [order(p) for p in positions]
+        idx = [order(step, slot, tr.batch_size) for slot in range(rank * local_b, (rank + 1) * local_b)]
         rows = [train[i] for i in idx]
         inputs = encode_batch(loaded, [store[r["video_id"]] for r in rows], [r["caption"] for r in rows],
                               [r["dimension"] for r in rows], [answers[i] for i in idx])
@@ -452,8 +480,10 @@ def run_train_critic(
     train, held_out, outputs, tr = plan.train, plan.held_out, plan.outputs, cfg.critic.train
     storage.write_table(outputs["quarantine"], rows_to_table(plan.quarantine, QUARANTINE_SCHEMA))
     resume = latest_checkpoint(out)
+    phases = "".join(f"{p.steps} steps of {'+'.join(p.dimensions)}, then " for p in cfg.critic.curriculum)
     progress(0.05, f"{len(train)} training examples, {len(held_out)} held out; training {tr.max_steps} steps "
-                   f"on {tr.num_workers} worker(s)" + (f", resuming from step {resume[0]}" if resume else ""))
+                   f"({phases}all dimensions) on {tr.num_workers} worker(s)"
+                   + (f", resuming from step {resume[0]}" if resume else ""))
     run_name = tr.run_name or f"lift-critic-{key}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()
     try:

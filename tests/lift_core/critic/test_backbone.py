@@ -151,3 +151,22 @@ def test_qwen25_vl_backbone_through_the_same_code(tmp_path, tiny_cfg):
         together = loaded.model(**batch).logits[:, -1]
         alone = loaded.model(**encode_batch(loaded, videos[1:], CAPTIONS[1:2], ["motion"])).logits[:, -1]
     torch.testing.assert_close(together[1:], alone, rtol=1e-4, atol=1e-4)
+
+
+def test_changed_build_tiny_values_rebuild_the_tiny_critic(tmp_path, tiny_cfg):
+    from lift_core.config import config_from_dict
+    from lift_core.critic.builder import built_config, ensure_critic_base
+
+    def config(**tiny):
+        return config_from_dict({"run_root": str(tmp_path), "critic": {
+            "model": str(tmp_path / "critic-base"), "build_tiny": tiny_cfg.model_dump() | tiny}})
+
+    path = ensure_critic_base(config())
+    first = os.path.getmtime(os.path.join(path, "model.safetensors"))
+    assert ensure_critic_base(config()) == path
+    assert os.path.getmtime(os.path.join(path, "model.safetensors")) == first  # same values: kept as is
+    ensure_critic_base(config(num_hidden_layers=3))
+    assert built_config(path)["num_hidden_layers"] == 3
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(path).text_config.num_hidden_layers == 3

@@ -124,6 +124,11 @@ def test_rerun_is_a_cache_hit_and_changes_retrain(trained, rated_data, monkeypat
     changed = cfg.model_copy(deep=True)
     changed.critic.train.lr = 0.001
     assert train_mod.stage_out(changed, rated_data["manifest"], rated_data["frames"])[0] != key
+    from lift_core.config import CurriculumPhase
+
+    semantic_first = cfg.model_copy(deep=True)
+    semantic_first.critic.curriculum = [CurriculumPhase(steps=2, dimensions=["semantic"])]
+    assert train_mod.stage_out(semantic_first, rated_data["manifest"], rated_data["frames"])[0] != key
     execution_only = cfg.model_copy(deep=True)
     execution_only.critic.train.num_workers = 2
     execution_only.critic.train.checkpoint_every = 7
