@@ -57,3 +57,29 @@ def test_a_phase_without_examples_is_an_error():
 def test_config_rejects_bad_curricula(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_the_training_loop_follows_the_curriculum(rated_data, make_train_config, tmp_path, monkeypatch):
+    from lift_core.critic import train as train_mod
+
+    cfg = make_train_config(tmp_path, curriculum=[{"steps": 2, "dimensions": ["motion"]}],
+                            train={"num_workers": 1, "batch_size": 4, "max_steps": 4, "lr": 0.005,
+                                   "warmup_steps": 1, "checkpoint_every": 10, "seed": 0})
+    plan = train_mod.plan_training(cfg, rated_data["manifest"], rated_data["frames"])
+    trained_dims: list[list[str]] = []
+    from lift_core.critic import backbone  # run_worker imports encode_batch from here when it runs
+
+    real_encode = backbone.encode_batch
+
+    def recording_encode(loaded, videos, captions, dimensions, answers=None):
+        if answers is not None:  # training batches only, not the held-out predictions
+            trained_dims.append(list(dimensions))
+        return real_encode(loaded, videos, captions, dimensions, answers)
+
+    monkeypatch.setattr(backbone, "encode_batch", recording_encode)
+    train_mod.run_worker(dict(plan.config, out_uri=str(tmp_path / "out"), adapter_uri=str(tmp_path / "out" / "adapter"),
+                              train_log_uri=str(tmp_path / "out" / "log.parquet"),
+                              predictions_uri=str(tmp_path / "out" / "preds.parquet"), crash_at_step=None))
+    assert len(trained_dims) == 4
+    assert all(set(dims) == {"motion"} for dims in trained_dims[:2])
+    assert len({d for dims in trained_dims[2:] for d in dims}) > 1
