@@ -2,42 +2,19 @@
 
 A reader never drops an entry silently: every malformed entry becomes a ``Reject`` with the file,
 the entry index and the reason. Video bytes are not read here; the ingest stage hashes them.
+
+``READERS`` reaches ``lift_core``'s reader registry (``lift_core.data.sources``) through the
+``lift.readers`` entry point in pyproject.toml, so ``lift_core`` never imports this package.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from data_catalog.lift_questions import CRITIC_OUTPUT_KEYS, QUESTIONS, dimension_of_question
 from lift_core import storage
-from lift_core.config import DIMENSIONS, LABELS
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-
-
-@dataclass
-class Reject:
-    file: str
-    index: int | None
-    reason: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}[{self.index}]" if self.index is not None else self.file
-        return f"{where}: {self.reason}"
-
-
-@dataclass
-class ReadResult:
-    kind: str  # "videos" or "prompts"
-    records: list[dict[str, Any]] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
-    ratings: int = 0  # (video, dimension) labels read
-
-
-class SourceError(ValueError):
-    """The source as a whole is unreadable (missing file, not JSON, wrong top-level shape)."""
+from lift_core.data.sources import VIDEO_EXTENSIONS, Reader, ReadResult, Reject, SourceError
+from lift_core.domain import CRITIC_OUTPUT_KEYS, DIMENSIONS, QUESTIONS, dimension_of_question, parse_label_answer
 
 
 def _load_json_list(uri: str) -> list[Any]:
@@ -67,17 +44,6 @@ def _resolve(videos_root: str | None, video: str) -> str:
     if "://" in video or video.startswith("/"):
         return video
     return storage.join(videos_root, video) if videos_root else video
-
-
-def parse_label_answer(text: str) -> tuple[str, str]:
-    """``"Label. reason"`` -> (label, reason); the label is the FIRST word and must be known."""
-    stripped = text.strip()
-    first = stripped.split(None, 1)[0] if stripped else ""
-    label = first.rstrip(".,:;!")
-    if label not in LABELS:
-        raise ValueError(f"unknown label {first!r} (expected one of {', '.join(LABELS)})")
-    reason = stripped[len(first):].strip()
-    return label, reason
 
 
 def _empty_video_record(video: str, caption: str, source: str) -> dict[str, Any]:
@@ -256,7 +222,8 @@ def read_video_dir(uri: str, videos_root: str | None = None, source: str = "vide
     return out
 
 
-READERS: dict[str, Callable[..., ReadResult]] = {
+# Format name -> reader: the ``lift.readers`` entry point (the catalog's ``format`` values).
+READERS: dict[str, Reader] = {
     "lift-hra": read_lift_hra,
     "lift-inference": read_lift_inference,
     "critic-output": read_critic_output,
@@ -265,9 +232,3 @@ READERS: dict[str, Callable[..., ReadResult]] = {
     "video-dir": read_video_dir,
 }
 
-
-def read_source(fmt: str, uri: str, videos_root: str | None = None, source: str | None = None) -> ReadResult:
-    if fmt not in READERS:
-        raise SourceError(f"unknown format {fmt!r}; expected one of {', '.join(READERS)}")
-    kwargs = {"source": source} if source else {}
-    return READERS[fmt](uri, videos_root, **kwargs)

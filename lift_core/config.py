@@ -15,8 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DIMENSIONS: tuple[str, ...] = ("semantic", "fidelity", "motion")
-LABELS: tuple[str, ...] = ("Good", "Normal", "Bad")
+from lift_core.domain import DIMENSIONS, LABELS  # noqa: F401  (callers import both from config too)
 
 
 class ConfigError(ValueError):

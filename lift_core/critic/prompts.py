@@ -1,23 +1,15 @@
-"""The critic's prompts and answers, as LiFT writes them.
+"""The critic's prompts, as LiFT writes them.
 
-- The user turn is the video, then ``"<caption> <question>"``: LiFT-HRA puts the caption first and
-  the dimension's question after it (``"<video>\\n {caption} {question}"`` in the annotation files).
-- The answer is ``"Label. reason"``. The label is the FIRST word. (LiFT's own parser searches the
-  whole text for the substrings "Normal" or "Bad" and calls everything else Good, so a reason such
-  as "Good. Nothing bad happens" comes out Bad there; we do not copy that.)
+The user turn is the video, then ``"<caption> <question>"``: LiFT-HRA puts the caption first and the
+dimension's question after it (``"<video>\\n {caption} {question}"`` in the annotation files).
+The questions and the answer grammar (``"Label. reason"``) are domain constants in ``lift_core.domain``.
 """
 
 from __future__ import annotations
 
-import re
-
-from data_catalog.lift_questions import QUESTIONS
-from lift_core.config import DIMENSIONS, LABELS
+from lift_core.domain import DIMENSIONS, QUESTIONS, format_answer, parse_answer
 
 __all__ = ["QUESTIONS", "build_user_text", "format_answer", "parse_answer", "question_for"]
-
-# The first word, and whatever separates it from the reason ("Good. x", "Bad: x", "Normal, x", "Good").
-_ANSWER_RE = re.compile(r"^\s*([A-Za-z]+)\s*[.:,;!-]?\s*(.*)$", re.DOTALL)
 
 
 def question_for(dimension: str) -> str:
@@ -33,23 +25,3 @@ def build_user_text(caption: str, dimension: str) -> str:
     if not caption:
         raise ValueError("empty caption")
     return f"{caption} {question_for(dimension)}"
-
-
-def format_answer(label: str, reason: str | None) -> str:
-    """``"Label. reason"`` (just ``"Label."`` when there is no reason)."""
-    if label not in LABELS:
-        raise ValueError(f"unknown label {label!r}; expected one of {list(LABELS)}")
-    reason = " ".join(str(reason or "").split())
-    return f"{label}. {reason}" if reason else f"{label}."
-
-
-def parse_answer(text: str) -> tuple[str | None, str]:
-    """``(label, reason)`` of an answer. ``label`` is the first word when it is one of ``LABELS``
-    (case-insensitive), else None and the reason is the whole stripped text."""
-    m = _ANSWER_RE.match(text or "")
-    if m is None:
-        return None, (text or "").strip()
-    word = m.group(1).capitalize()
-    if word not in LABELS:
-        return None, (text or "").strip()
-    return word, m.group(2).strip()

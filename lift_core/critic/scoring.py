@@ -424,7 +424,7 @@ def lift_critic_output(
     failing that, by content id. Without, one item per row. Returns the items and the ``video`` of
     each entry that has no score (never dropped silently: the caller reports them).
     """
-    from data_catalog.lift_questions import CRITIC_OUTPUT_KEYS
+    from lift_core.domain import CRITIC_OUTPUT_KEYS
 
     def answers(row: Mapping[str, Any]) -> dict[str, str]:
         return {CRITIC_OUTPUT_KEYS[d]: format_label_reason(row[f"label_{d}"], row.get(f"reason_{d}")) for d in DIMENSIONS}

@@ -17,10 +17,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from data_catalog.catalog import DatasetEntry, load_catalog
-from data_catalog.readers import ReadResult, read_source
 from lift_core import storage
 from lift_core.config import PipelineConfig, SplitConfig
+from lift_core.data.catalog import DatasetEntry, load_catalog
+from lift_core.data.sources import ReadResult, read_source
 from lift_core.progress import ProgressFn, resolve
 from lift_core.schemas import MANIFEST_SCHEMA, PROMPTS_SCHEMA, QUARANTINE_SCHEMA, quarantine_row, rows_to_table
 
@@ -150,15 +150,21 @@ def write_tables(out: str, tables: IngestTables) -> dict[str, str]:
     return outputs
 
 
+def stage_out(cfg: PipelineConfig, synth_outputs: dict[str, str] | None = None) -> tuple[str, str]:
+    """(key, output dir) of the ingest stage: the datasets' entries and content, ``data`` and the code version."""
+    entries = resolve_datasets(cfg, synth_outputs)
+    upstream = [storage.fingerprint_uri(e.uri) for e in entries]
+    key = storage.stage_key(STAGE, upstream, cfg.data.fingerprint(), [e.__dict__ for e in entries])
+    return key, storage.stage_dir(cfg.run_root, STAGE, key)
+
+
 def run_ingest(
     cfg: PipelineConfig, synth_outputs: dict[str, str] | None = None, progress: ProgressFn | None = None
 ) -> storage.StageResult:
     """Read every dataset of ``cfg.data.datasets`` into one manifest, one prompt table and a quarantine."""
     progress = resolve(progress)
     entries = resolve_datasets(cfg, synth_outputs)
-    upstream = [storage.fingerprint_uri(e.uri) for e in entries]
-    key = storage.stage_key(STAGE, upstream, cfg.data.fingerprint(), [e.__dict__ for e in entries])
-    out = storage.stage_dir(cfg.run_root, STAGE, key)
+    key, out = stage_out(cfg, synth_outputs)
     if done := storage.load_success(out):
         return done
     results = []

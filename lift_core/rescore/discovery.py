@@ -2,7 +2,7 @@
 
 A watched URI is one of:
 
-- a folder of videos (``data_catalog`` video-dir convention: a caption comes from ``captions.json``
+- a folder of videos (the ``video-dir`` source format's convention: a caption comes from ``captions.json``
   at the folder's root, mapping a file name or relative path to a caption, else from a sidecar
   ``<name>.json`` holding ``{"caption": ...}``);
 - a manifest Parquet (``uri`` and ``caption`` columns, as the manifest contract);
@@ -23,13 +23,13 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from lift_core import storage
+from lift_core.data.sources import VIDEO_EXTENSIONS, read_source
 from lift_core.rescore.store import modified_time
 from lift_core.schemas import quarantine_row
 
 # Quarantine stages: discovery problems (no caption, unreadable) are retried every run; a video whose
 # content does not decode is settled for its (video_id, critic_id), as a score would be.
 STAGE = "rescore-discover"
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")  # as data_catalog.readers
 CAPTIONS_FILE = "captions.json"
 
 
@@ -111,9 +111,7 @@ def _list_parquet_manifest(uri: str) -> Listing:
 
 
 def _list_json_manifest(uri: str) -> Listing:
-    from data_catalog.readers import read_lift_inference
-
-    result = read_lift_inference(uri, None)
+    result = read_source("lift-inference", uri)
     listing = _stat_entries(uri, [(r["uri"], r["caption"]) for r in result.records])
     bad = [quarantine_row(r.file, STAGE, str(r)) for r in result.rejects]
     return Listing(listing.files, bad + listing.quarantine)

@@ -238,7 +238,7 @@ def prompt_suite(rng: np.random.RandomState, n: int) -> list[dict[str, Any]]:
 
 
 def _hra_entries(video_rel: str, spec: SynthSpec) -> list[dict[str, Any]]:
-    from data_catalog.lift_questions import QUESTIONS
+    from lift_core.domain import QUESTIONS
 
     labels, reasons = spec.labels(), spec.reasons()
     return [
@@ -287,7 +287,7 @@ def write_synthetic(out: str, cfg: SyntheticConfig) -> dict[str, str]:
 
 def label_counts(hra_json: str) -> dict[str, int]:
     """``label_<dim>_<Label>`` counts of a written LiFT-HRA file (a check that every level is present)."""
-    from data_catalog.lift_questions import dimension_of_question
+    from lift_core.domain import dimension_of_question
 
     counts: dict[str, int] = {}
     for entry in storage.read_json(hra_json):
@@ -297,14 +297,20 @@ def label_counts(hra_json: str) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def run_synth(cfg: PipelineConfig, progress: ProgressFn | None = None) -> storage.StageResult:
-    """The synth stage: ``cfg.data.synthetic`` rendered under ``<run_root>/synth/<key>/``."""
-    progress = resolve(progress)
+def stage_out(cfg: PipelineConfig) -> tuple[str, str]:
+    """(key, output dir) of the synth stage: the key hashes ``data.synthetic`` and the code version."""
     syn = cfg.data.synthetic
     if syn is None:
         raise ValueError("data.synthetic is not set in the config")
     key = storage.stage_key("synth", [], syn.fingerprint())
-    out = storage.stage_dir(cfg.run_root, "synth", key)
+    return key, storage.stage_dir(cfg.run_root, "synth", key)
+
+
+def run_synth(cfg: PipelineConfig, progress: ProgressFn | None = None) -> storage.StageResult:
+    """The synth stage: ``cfg.data.synthetic`` rendered under ``<run_root>/synth/<key>/``."""
+    progress = resolve(progress)
+    key, out = stage_out(cfg)
+    syn = cfg.data.synthetic
     if done := storage.load_success(out):
         return done
     progress(0.0, f"rendering {syn.n} rated + {syn.n_real} real videos at {syn.height}x{syn.width}")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from data_catalog.catalog import load_catalog
-from data_catalog.readers import READERS, SourceError
-from lift_core.config import load_config
+from data_catalog.readers import READERS
+from lift_core.config import DataConfig, load_config
+from lift_core.data.catalog import load_catalog
 from lift_core.data.ingest import resolve_datasets
+from lift_core.data.sources import SourceError
 
 
 def test_catalog_declares_demo_and_full_scale_datasets():
-    catalog = load_catalog()
+    catalog = load_catalog(DataConfig().catalog)  # the default: data_catalog/catalog.yaml
     for config in ("configs/demo.yaml", "configs/lift-cogvideox-2b.yaml"):
         for name in load_config(config).data.datasets:
             assert name in catalog, (config, name)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from data_catalog.lift_questions import QUESTIONS, dimension_of_question
-from data_catalog.readers import SourceError, parse_label_answer, read_source
+from lift_core.data.sources import SourceError, read_source
+from lift_core.domain import QUESTIONS, dimension_of_question, parse_label_answer
 
 
 def test_vidgen_annotations_group_by_video(fixtures_dir):

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_catalog.lift_questions import QUESTIONS
-from data_catalog.readers import read_source
 from lift_core import storage
 from lift_core.config import SyntheticConfig
+from lift_core.data.sources import read_source
+from lift_core.domain import QUESTIONS
 from lift_core.video.io import read_video
 from lift_core.video.synth import COLOURS, SynthSpec, render, write_synthetic
 

@@ -1,4 +1,9 @@
-"""The dataset catalog: named datasets with an fsspec URI, a format, a videos root and a source."""
+"""The dataset catalog: named datasets with an fsspec URI, a format, a videos root and a source.
+
+The catalog is a YAML file whose path is the config value ``data.catalog`` (the project's own
+declarations are ``data_catalog/catalog.yaml``). Each dataset's format must have a registered reader
+(``lift_core.data.sources``).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from pathlib import Path
 
 import yaml
 
-from data_catalog.readers import READERS, SourceError
+from lift_core.data.sources import SourceError, reader_formats
 
-DEFAULT_CATALOG = Path(__file__).with_name("catalog.yaml")
+# Where a relative catalog path resolves when it is not found from the working directory: the
+# folder that holds the packages (the repository root, or site-packages once installed).
+_PACKAGES_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,8 @@ class DatasetEntry:
     videos_root: str | None = None
 
     def resolved(self, variables: dict[str, str]) -> "DatasetEntry":
+        """This entry with ``{name}`` placeholders replaced; one left unresolved is a SourceError."""
+
         def sub(value: str | None) -> str | None:
             if value is None:
                 return None
@@ -33,10 +42,11 @@ class DatasetEntry:
         return DatasetEntry(self.name, sub(self.uri), self.format, self.source, sub(self.videos_root))
 
 
-def load_catalog(path: str | Path | None = None) -> dict[str, DatasetEntry]:
-    path = Path(path) if path else DEFAULT_CATALOG
+def load_catalog(path: str | Path) -> dict[str, DatasetEntry]:
+    """The datasets declared in the catalog YAML at ``path``: ``datasets: {name: {uri, format, ...}}``."""
+    path = Path(path)
     if not path.is_absolute() and not path.exists():
-        path = Path(__file__).resolve().parent.parent / path
+        path = _PACKAGES_ROOT / path
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as err:
@@ -45,11 +55,12 @@ def load_catalog(path: str | Path | None = None) -> dict[str, DatasetEntry]:
         raise SourceError(f"catalog {path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("datasets") or {}, dict):
         raise SourceError(f"catalog {path}: expected a mapping 'datasets: {{name: {{uri, format, ...}}}}'")
+    formats = reader_formats()
     entries = {}
     for name, spec in (raw.get("datasets") or {}).items():
         if not isinstance(spec, dict) or "uri" not in spec or "format" not in spec:
             raise SourceError(f"catalog {path}: dataset {name!r} needs 'uri' and 'format'")
-        if spec["format"] not in READERS:
+        if spec["format"] not in formats:
             raise SourceError(f"catalog {path}: dataset {name!r} has unknown format {spec['format']!r}")
         entries[name] = DatasetEntry(name, spec["uri"], spec["format"], spec.get("source", name), spec.get("videos_root"))
     return entries
