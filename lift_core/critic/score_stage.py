@@ -71,6 +71,18 @@ def score_manifests(
     }
 
 
+def stage_out(cfg: PipelineConfig, manifest_uris: list[str], frames_uris: list[str], adapter_uri: str) -> tuple[str, str]:
+    """(key, output dir) of the score stage: inputs' content, ``score``, the critic's labels, frame size, code."""
+    upstream = [storage.fingerprint_uri(u) for u in [*manifest_uris, *frames_uris, adapter_uri]]
+    extra = {
+        "label_values": cfg.critic.label_values,
+        "backbone": cfg.critic.backbone,
+        "frame_size": [cfg.decode.height, cfg.decode.width],
+    }
+    key = storage.stage_key("score", upstream, cfg.score.fingerprint(), extra)
+    return key, storage.stage_dir(cfg.run_root, "score", key)
+
+
 def run_score(
     cfg: PipelineConfig,
     manifest_uris: list[str],
@@ -81,14 +93,7 @@ def run_score(
     """The ``score`` stage: outputs ``scores`` and ``quarantine``; metrics summarise the rewards."""
     from lift_core.critic.builder import ensure_critic_base
 
-    upstream = [storage.fingerprint_uri(u) for u in [*manifest_uris, *frames_uris, adapter_uri]]
-    extra = {
-        "label_values": cfg.critic.label_values,
-        "backbone": cfg.critic.backbone,
-        "frame_size": [cfg.decode.height, cfg.decode.width],
-    }
-    key = storage.stage_key("score", upstream, cfg.score.fingerprint(), extra)
-    out = storage.stage_dir(cfg.run_root, "score", key)
+    key, out = stage_out(cfg, manifest_uris, frames_uris, adapter_uri)
     if done := storage.load_success(out):
         return done
     model = ensure_critic_base(cfg)

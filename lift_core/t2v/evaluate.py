@@ -196,6 +196,22 @@ def score_generated(cfg: PipelineConfig, scorer: Any, generated: pa.Table) -> li
     return rows
 
 
+def stage_out(cfg: PipelineConfig, prompts_uri: str, adapter_uri: str, align_outputs: dict[str, str]) -> tuple[str, str]:
+    """(key, output dir) of the evaluate stage: inputs' content, ``evaluate`` and what generation and scoring read."""
+    lora, weights = align_outputs.get("lora"), align_outputs.get("weights")
+    if bool(lora) == bool(weights):
+        raise ValueError(f"align_outputs must hold exactly one of 'lora' or 'weights', got {sorted(align_outputs)}")
+    train_log = align_outputs.get("train_log")
+    inputs = [prompts_uri, adapter_uri, lora or weights] + ([train_log] if train_log else [])
+    extra = {
+        "t2v": cfg.t2v.fingerprint(), "videos_per_prompt": cfg.generate.videos_per_prompt,
+        "critic": [cfg.critic.model, cfg.critic.backbone, cfg.critic.label_values],
+        "score": cfg.score.lift_values, "decode": cfg.decode.fingerprint(),
+    }
+    key = storage.stage_key("evaluate", [storage.fingerprint_uri(u) for u in inputs], cfg.evaluate.fingerprint(), extra)
+    return key, storage.abspath_if_local(storage.stage_dir(cfg.run_root, "evaluate", key))
+
+
 def run_evaluate(
     cfg: PipelineConfig,
     prompts_uri: str,
@@ -209,18 +225,8 @@ def run_evaluate(
 
     progress = resolve(progress)
     get_spec(cfg.t2v.family).check_shape(cfg.t2v.height, cfg.t2v.width, cfg.t2v.num_frames)
-    lora, weights = align_outputs.get("lora"), align_outputs.get("weights")
-    if bool(lora) == bool(weights):
-        raise ValueError(f"align_outputs must hold exactly one of 'lora' or 'weights', got {sorted(align_outputs)}")
-    train_log = align_outputs.get("train_log")
-    inputs = [prompts_uri, adapter_uri, lora or weights] + ([train_log] if train_log else [])
-    extra = {
-        "t2v": cfg.t2v.fingerprint(), "videos_per_prompt": cfg.generate.videos_per_prompt,
-        "critic": [cfg.critic.model, cfg.critic.backbone, cfg.critic.label_values],
-        "score": cfg.score.lift_values, "decode": cfg.decode.fingerprint(),
-    }
-    key = storage.stage_key("evaluate", [storage.fingerprint_uri(u) for u in inputs], cfg.evaluate.fingerprint(), extra)
-    out = storage.abspath_if_local(storage.stage_dir(cfg.run_root, "evaluate", key))
+    lora, weights, train_log = (align_outputs.get(k) for k in ("lora", "weights", "train_log"))
+    key, out = stage_out(cfg, prompts_uri, adapter_uri, align_outputs)
     if done := storage.load_success(out):
         return done
     ev = cfg.evaluate

@@ -161,13 +161,18 @@ def decode_manifest(
     return {"outputs": {"frames": frames_dir, "quarantine": quarantine_uri}, "counts": counts}
 
 
+def stage_out(cfg: PipelineConfig, manifest_uri: str) -> tuple[str, str]:
+    """(key, output dir) of the decode stage for this manifest."""
+    # The key hashes the manifest's content and the settings that change the frames (not CPUs or batch sizes).
+    key = storage.stage_key(STAGE, [storage.fingerprint_uri(manifest_uri)], storage.hash_parts(output_params(cfg.decode)))
+    return key, storage.stage_dir(cfg.run_root, STAGE, key)
+
+
 def run_decode(cfg: PipelineConfig, manifest_uri: str, progress: ProgressFn | None = None) -> storage.StageResult:
     """The decode stage: frames of every video of ``manifest_uri`` under ``<run_root>/decode/<key>/``."""
     from lift_core.distributed.ray_runtime import ensure_ray
 
-    # The key hashes the manifest's content and the settings that change the frames (not CPUs or batch sizes).
-    key = storage.stage_key(STAGE, [storage.fingerprint_uri(manifest_uri)], storage.hash_parts(output_params(cfg.decode)))
-    out = storage.stage_dir(cfg.run_root, STAGE, key)
+    key, out = stage_out(cfg, manifest_uri)
     if done := storage.load_success(out):
         return done
     ensure_ray(cfg.ray)
