@@ -105,16 +105,40 @@ class TrainConfig(Section):
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
     max_steps: int = 200
-    warmup_steps: int = 10
-    grad_clip: float = 1.0
+    warmup_steps: int = 10  # linear warmup, then lr_schedule
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 at max_steps
+    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    # batch_size is the GLOBAL batch: split over num_workers x grad_accum_steps micro-batches, so the
+    # optimizer step (and a resumed run) does not depend on how it executes.
+    grad_accum_steps: int = Field(1, ge=1)
+    gradient_checkpointing: bool = False  # recompute activations in backward: memory for time
+    # bf16/fp16: forward and backward under autocast; trainable weights always stay in fp32.
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     checkpoint_every: int = 50
     seed: int = 0
     run_name: str | None = None  # Ray Train RunConfig name; derived from the stage key when None
 
 
+class CriticTrainConfig(TrainConfig):
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+
+
+def registered_critic_backbone(name: str, tiny: bool = False) -> str:
+    """``name`` when a critic backbone of that name is registered (with ``tiny``: one that can build a
+    tiny model); else ValueError with the known names."""
+    from lift_core.critic.backbone import backbone_names  # lazy: the config imports no model code
+
+    if name not in backbone_names():
+        raise ValueError(f"unknown critic backbone {name!r}; known: {backbone_names()}")
+    if tiny and name not in backbone_names(tiny=True):
+        raise ValueError(f"critic backbone {name!r} cannot build a tiny model; these can: {backbone_names(tiny=True)}")
+    return name
+
+
 class TinyCriticConfig(Section):
-    architecture: Literal["qwen2-vl", "qwen2.5-vl"] = "qwen2-vl"
+    architecture: str = "qwen2-vl"  # a registered critic backbone that can build a tiny model
     hidden_size: int = 256
     intermediate_size: int = 512
     num_hidden_layers: int = 2
@@ -129,6 +153,11 @@ class TinyCriticConfig(Section):
     tie_word_embeddings: bool = True
     vocab_size: int = 2000
     seed: int = 0
+
+    @field_validator("architecture")
+    @classmethod
+    def _registered_architecture(cls, name: str) -> str:
+        return registered_critic_backbone(name, tiny=True)
 
 
 class CurriculumPhase(Section):
@@ -146,14 +175,14 @@ class CurriculumPhase(Section):
 
 class CriticConfig(Section):
     model: str = "{run_root}/models/critic-base"  # hub id or local dir
-    backbone: Literal["qwen2-vl", "qwen2.5-vl"] = "qwen2-vl"
+    backbone: str = "qwen2-vl"  # a registered critic backbone (lift_core.critic.backbone)
     build_tiny: TinyCriticConfig | None = None  # build a tiny model into `model` if it is missing
     lora: LoraConfig = Field(default_factory=LoraConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: CriticTrainConfig = Field(default_factory=CriticTrainConfig)
     label_values: dict[str, float] = Field(default_factory=lambda: {"Good": 1.0, "Normal": 0.5, "Bad": 0.0})
     max_reason_tokens: int = 48  # training answers keep at most this many reason tokens
-    # Training extras: the loss weight of the label token relative to each reason token, the LR
-    # schedule after warmup, and how the run executes (not part of the stage key).
+    # Training extras: the loss weight of the label token relative to each reason token, and how
+    # the run executes (not part of the stage key).
     label_token_weight: float = Field(1.0, gt=0)
     # LR of the fully trained ``lora.modules_to_save`` (e.g. a fresh LM head or the vision merger);
     # None: ``train.lr``. A fresh head learns fast at a high LR that would wreck the LoRA'd body.
@@ -161,7 +190,6 @@ class CriticConfig(Section):
     # The LoRA matrices stay frozen for this many steps while modules_to_save train alone (fit a
     # fresh head/projector before the body moves, as LLaVA's stage 1 and "linear probe, then fine-tune").
     lora_start_step: int = Field(0, ge=0)
-    lr_schedule: Literal["constant", "cosine"] = "cosine"
     # Curriculum: phases that train on some dimensions alone, in order, before all of them train
     # together until train.max_steps. Semantic consistency needs the caption bound to the video;
     # a small critic learns it alone, but not while the easier dimensions take the gradient.
@@ -170,6 +198,11 @@ class CriticConfig(Section):
     cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(0, ge=0)  # Ray Train restarts of the worker group (each resumes from the last checkpoint)
     keep_checkpoints: int = Field(2, ge=1)
+
+    @field_validator("backbone")
+    @classmethod
+    def _registered_backbone(cls, name: str) -> str:
+        return registered_critic_backbone(name)
 
     @model_validator(mode="after")
     def _curriculum_fits(self) -> "CriticConfig":
@@ -208,7 +241,7 @@ class TinyT2VConfig(Section):
 
 class T2VConfig(Section):
     model: str = "{run_root}/models/t2v-base"
-    family: Literal["cogvideox"] = "cogvideox"
+    family: str = "cogvideox"  # a registered T2V family (lift_core.t2v.spec.SPECS)
     build_tiny: TinyT2VConfig | None = None
     height: int = 480
     width: int = 720
@@ -218,6 +251,15 @@ class T2VConfig(Section):
     guidance_scale: float = 6.0
     max_sequence_length: int = 226
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @field_validator("family")
+    @classmethod
+    def _registered_family(cls, name: str) -> str:
+        from lift_core.t2v.spec import SPECS  # lazy: the config imports no model code
+
+        if name not in SPECS:
+            raise ValueError(f"unknown t2v.family {name!r}; known: {sorted(SPECS)}")
+        return name
 
 
 class GenerateConfig(Section):

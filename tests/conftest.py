@@ -71,3 +71,24 @@ def moto_endpoint():
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def kill_worker_at_step(tmp_path_factory):
+    """``kill_worker_at_step(n)``: a training-loop callback whose rank-0 worker process dies (``os._exit``)
+    right before step ``n``, once: the marker file it leaves lets the rerun (or restarted group) go on."""
+    from lift_core.train import Callback
+
+    class KillWorkerAtStep(Callback):  # defined here, so Ray pickles it by value into its workers
+        def __init__(self, step: int, marker: str):
+            self.step, self.marker = step, marker
+
+        def on_step_start(self, ctx, step: int) -> None:
+            if step == self.step and ctx.rank == 0 and not os.path.exists(self.marker):
+                Path(self.marker).touch()
+                os._exit(1)
+
+    def make(step: int) -> KillWorkerAtStep:
+        return KillWorkerAtStep(step, str(tmp_path_factory.mktemp("kill") / f"killed-at-step-{step}"))
+
+    return make

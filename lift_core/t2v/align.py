@@ -5,15 +5,11 @@
    (``align.reward_column``; real videos times ``align.real_scale``) and drop rewards under
    ``align.min_reward``. Problems become quarantine rows.
 2. ``fill_cache``: every video VAE-encoded once, every caption T5-encoded once (``lift_core.t2v.cache``).
-3. Ray Train ``TorchTrainer`` (DDP; gloo on CPU) runs ``train_loop`` on every worker: LoRA (default) or
-   full fine-tuning with LiFT's loss (``lift_core.t2v.loss``), AdamW, warmup, gradient clipping.
-   ``align.train.batch_size`` is the global batch, split evenly over the workers; sample order and
-   per-sample randomness depend only on the sample's position in the data stream, so a run resumes
-   correctly under another world size.
-4. Checkpoints (``checkpoints/step-N/``: trainable weights, optimizer, LR scheduler, data position and
-   the log rows so far; ``state.json`` is written last and marks a complete checkpoint). A rerun of
-   a crashed stage resumes from the newest complete checkpoint.
-5. Outputs: a diffusers-format LoRA (``lora/``, loads with ``CogVideoXPipeline.load_lora_weights``) or
+3. ``RewardAlignRecipe`` runs in the one training loop (``lift_core.train``): LoRA (default) or full
+   fine-tuning of the family's denoiser with LiFT's loss (``lift_core.t2v.loss``). A sample's latent,
+   noise and timestep come from a generator seeded by its stream position, so a run resumes exactly
+   under another world size. The loop owns Ray Train, checkpoints, resume, the schedule and clipping.
+4. Outputs: a diffusers-format LoRA (``lora/``, loads with ``CogVideoXPipeline.load_lora_weights``) or
    the full denoiser (``weights/transformer``), and ``train_log.parquet`` (per step: loss, mean
    weight, learning rate, ...).
 """
@@ -22,18 +18,18 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-import time
 import uuid
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from lift_core import storage
-from lift_core.distributed import checkpoints
-from lift_core.distributed.checkpoints import DataOrder, latest_checkpoint, torch_load, write_dir
 from lift_core.config import PipelineConfig
+from lift_core.train import Callback, DataOrder, LoopSettings, TrainModel, WorkerContext, fit, latest_checkpoint
+from lift_core.train.loop import log_schema
+from lift_core.train.outputs import write_dir
+from lift_core.train.trainable import adapter_state, full_state, load_adapter_state, load_full_state
 from lift_core.progress import ProgressFn, resolve
 from lift_core.schemas import QUARANTINE_SCHEMA, quarantine_row, rows_to_table
 from lift_core.t2v.spec import get_spec
@@ -51,19 +47,6 @@ SAMPLES_SCHEMA = pa.schema(
         ("weight", pa.float64()),
     ]
 )
-TRAIN_LOG_SCHEMA = pa.schema(
-    [
-        ("step", pa.int64()),
-        ("loss", pa.float64()),  # reward-weighted LiFT loss, mean over the global batch
-        ("loss_unweighted", pa.float64()),  # the same without the reward weights
-        ("mean_weight", pa.float64()),  # mean reward weight of the batch
-        ("lr", pa.float64()),
-        ("grad_norm", pa.float64()),  # before clipping
-        ("samples_seen", pa.int64()),
-        ("world_size", pa.int32()),
-        ("step_time_s", pa.float64()),
-    ]
-)
 # Config fields that decide how a run executes, not what it computes: left out of the stage key, so a
 # rerun with another world size (or cache location) finds and resumes the same run.
 EXECUTION_FIELDS = {
@@ -71,7 +54,6 @@ EXECUTION_FIELDS = {
     "cache_num_actors", "cache_num_gpus_per_actor", "cache_num_cpus_per_actor",
 }
 EXECUTION_TRAIN_FIELDS = {"num_workers", "use_gpu", "run_name", "checkpoint_every"}
-CRASH_ENV = "LIFT_ALIGN_CRASH_AT_STEP"  # fault injection for resume tests: one worker dies before that step
 
 
 def align_fingerprint(cfg: PipelineConfig) -> str:
@@ -152,52 +134,21 @@ def build_dataset(
     return samples, quarantine, counts
 
 
-# --------------------------------------------------------------------------- checkpoints
-def trainable_state(inner: Any, mode: str) -> dict[str, Any]:
-    if mode == "lora":
-        from peft.utils import get_peft_model_state_dict
-
-        return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(inner).items()}
-    return {k: v.detach().cpu().contiguous() for k, v in inner.state_dict().items()}
-
-
-def load_trainable_state(inner: Any, mode: str, state: dict[str, Any]) -> None:
-    if mode == "lora":
-        from peft.utils import set_peft_model_state_dict
-
-        result = set_peft_model_state_dict(inner, state)
-        unexpected = getattr(result, "unexpected_keys", None)
-        if unexpected:
-            raise RuntimeError(f"checkpoint LoRA keys do not fit the model: {unexpected[:3]}")
-    else:
-        inner.load_state_dict(state)
-
-
-def save_checkpoint(out_uri: str, step: int, inner: Any, mode: str, optimizer: Any, scheduler: Any,
-                    state: dict[str, Any], log_rows: list[dict[str, Any]], keep: int) -> str:
-    log = pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA)
-    return checkpoints.save_checkpoint(out_uri, step, trainable_state(inner, mode), optimizer, scheduler, state, log,
-                                       keep)
-
-
-# --------------------------------------------------------------------------- the training loop
-def train_step(spec: Any, pipe: Any, model: Any, params: list, optimizer: Any, scheduler: Any, batch: Any,
-               grad_clip: float) -> tuple[Any, float, float]:
-    """One optimizer step of LiFT's loss; returns (per-sample losses, gradient norm before clipping, lr used)."""
+# --------------------------------------------------------------------------- the recipe
+def train_step(spec: Any, pipe: Any, model: Any, params: list, optimizer: Any, batch: Any,
+               grad_clip: float) -> tuple[Any, float]:
+    """One plain optimizer step of LiFT's loss outside the loop (benchmarks and unit tests):
+    (per-sample losses, gradient norm before clipping)."""
     import torch
 
     from lift_core.t2v.loss import per_sample_loss, reward_weighted_loss
 
     per_sample = per_sample_loss(spec, pipe, model, batch)
-    loss = reward_weighted_loss(per_sample, batch.rewards)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    reward_weighted_loss(per_sample, batch.rewards).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip and grad_clip > 0 else torch.tensor(0.0)
-    lr = float(scheduler.get_last_lr()[0]) if scheduler is not None else float(optimizer.param_groups[0]["lr"])
     optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
-    return per_sample.detach(), float(grad_norm), lr
+    return per_sample.detach(), float(grad_norm)
 
 
 def add_trainable(spec: Any, inner: Any, mode: str, lora: Any) -> list:
@@ -218,139 +169,89 @@ def add_trainable(spec: Any, inner: Any, mode: str, lora: Any) -> list:
     return [p for p in inner.parameters() if p.requires_grad]
 
 
-def train_loop(config: dict[str, Any]) -> None:
-    """Ray Train worker: LiFT's reward-weighted fine-tuning, resumable from ``<out>/checkpoints``."""
-    import ray.train
-    import ray.train.torch
-    import torch
+class RewardAlignRecipe:
+    """LiFT's reward-weighted likelihood on the family's denoiser, from cached latents and embeddings."""
 
-    from lift_core.t2v.cache import TensorCache, caption_key
-    from lift_core.t2v.loss import make_batch, sample_seed
-    from lift_core.t2v.spec import get_spec
+    log_columns = [
+        ("loss", pa.float64()),  # reward-weighted LiFT loss, mean over the global batch
+        ("loss_unweighted", pa.float64()),  # the same without the reward weights
+        ("mean_weight", pa.float64()),  # mean reward weight of the batch
+    ]
 
-    cfg = PipelineConfig.model_validate(config["cfg"])
-    a, tr = cfg.align, cfg.align.train
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if tr.batch_size % world:
-        raise ValueError(f"align.train.batch_size={tr.batch_size} must divide evenly over {world} workers")
-    local_b = tr.batch_size // world
-    torch.set_num_threads(max(1, int(a.cpus_per_worker)))
-    torch.manual_seed(tr.seed)
-    out_uri = config["out_uri"]
-    device = ray.train.torch.get_device()
+    def build(self, ctx: WorkerContext) -> TrainModel:
+        from lift_core.t2v.cache import TensorCache
+        from lift_core.t2v.spec import get_spec
 
-    spec = get_spec(cfg.t2v.family)
-    pipe = spec.load_pipeline(config["model"], cfg.t2v.dtype, "cpu", parts="denoiser")
-    inner = spec.denoiser(pipe)
-    add_trainable(spec, inner, a.mode, a.lora)
-
-    resume = latest_checkpoint(out_uri)
-    start = 0
-    if resume is not None:
-        start, ck = resume
-        load_trainable_state(inner, a.mode, _load_safetensors(storage.join(ck, "trainable.safetensors")))
-    model = ray.train.torch.prepare_model(inner, parallel_strategy="ddp" if world > 1 else None)
-    params = [p for p in inner.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
-    warmup = max(0, tr.warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
-    log_rows: list[dict[str, Any]] = []
-    if resume is not None:
-        optimizer.load_state_dict(torch_load(storage.join(ck, "optimizer.pt")))
-        scheduler.load_state_dict(torch_load(storage.join(ck, "lr_scheduler.pt")))
-        log_rows = storage.read_table(storage.join(ck, "train_log.parquet")).to_pylist()
-
-    samples = config["samples"]
-    order = DataOrder(len(samples), tr.seed)
-    latents = TensorCache(config["latents_uri"])
-    texts = TensorCache(config["text_uri"])
-    crash_at = config.get("crash_at_step")
-    dtype = getattr(torch, cfg.t2v.dtype)
-
-    for step in range(start, tr.max_steps):
-        if crash_at is not None and step + 1 == crash_at and rank == 0:
-            marker = storage.join(out_uri, f"_crashed_at_step_{crash_at}")
-            if not storage.exists(marker):  # one-shot, so a restarted worker group goes on
-                storage.write_bytes_atomic(marker, b"")
-                os._exit(1)
-        t0 = time.perf_counter()
-        positions = range(step * tr.batch_size + rank * local_b, step * tr.batch_size + (rank + 1) * local_b)
-        rows = [samples[order(p)] for p in positions]
-        dists = latents.get_many([r["video_id"] for r in rows])
-        embeds = texts.get_many([caption_key(r["caption"]) for r in rows])
-        batch = make_batch(
-            spec, pipe,
-            [dists[r["video_id"]] for r in rows],
-            [embeds[caption_key(r["caption"])] for r in rows],
-            [r["weight"] for r in rows],
-            [sample_seed(tr.seed, p) for p in positions],
-            device=device, dtype=dtype,
+        cfg, a = ctx.cfg, ctx.cfg.align
+        spec = get_spec(cfg.t2v.family)
+        pipe = spec.load_pipeline(ctx.config["model"], cfg.t2v.dtype, "cpu", parts="denoiser")
+        inner = spec.denoiser(pipe)
+        params = add_trainable(spec, inner, a.mode, a.lora)
+        lora = a.mode == "lora"
+        return TrainModel(
+            module=inner,
+            param_groups=[{"params": params}],
+            trainable_state=(lambda: adapter_state(inner)) if lora else (lambda: full_state(inner)),
+            load_trainable_state=((lambda st: load_adapter_state(inner, st)) if lora
+                                  else (lambda st: load_full_state(inner, st))),
+            handles={"spec": spec, "pipe": pipe, "order": DataOrder(len(ctx.config["samples"]), ctx.settings.seed),
+                     "latents": TensorCache(ctx.config["latents_uri"]), "texts": TensorCache(ctx.config["text_uri"])},
         )
-        per_sample, grad_norm, lr = train_step(spec, pipe, model, params, optimizer, scheduler, batch, tr.grad_clip)
-        sums = torch.tensor(
-            [float((batch.rewards * per_sample.detach()).sum()), float(per_sample.detach().sum()),
-             float(batch.rewards.sum()), float(local_b)], dtype=torch.float64,
+
+    def make_batch(self, ctx: WorkerContext, model: TrainModel, positions: Sequence[int]) -> Any:
+        import torch
+
+        from lift_core.t2v.cache import caption_key
+        from lift_core.t2v.loss import make_batch, sample_seed
+
+        h, samples = model.handles, ctx.config["samples"]
+        rows = [samples[h["order"](p)] for p in positions]
+        dists = h["latents"].get_many([r["video_id"] for r in rows])
+        embeds = h["texts"].get_many([caption_key(r["caption"]) for r in rows])
+        return make_batch(
+            h["spec"], h["pipe"], [dists[r["video_id"]] for r in rows], [embeds[caption_key(r["caption"])] for r in rows],
+            [r["weight"] for r in rows], [sample_seed(ctx.settings.seed, p) for p in positions],
+            device=ctx.device, dtype=getattr(torch, ctx.cfg.t2v.dtype),
         )
-        if world > 1:
-            import torch.distributed as dist
 
-            dist.all_reduce(sums)
-        n = float(sums[3])
-        log_rows.append({
-            "step": step + 1, "loss": float(sums[0]) / n, "loss_unweighted": float(sums[1]) / n,
-            "mean_weight": float(sums[2]) / n, "lr": lr, "grad_norm": float(grad_norm),
-            "samples_seen": (step + 1) * tr.batch_size, "world_size": world,
-            "step_time_s": time.perf_counter() - t0,
-        })
-        last = step + 1 == tr.max_steps
-        if (step + 1) % max(1, tr.checkpoint_every) == 0 or last:
-            if rank == 0:
-                save_checkpoint(out_uri, step + 1, inner, a.mode, optimizer, scheduler,
-                                {"step": step + 1, "samples_seen": (step + 1) * tr.batch_size,
-                                 "world_size": world, "mode": a.mode}, log_rows, a.keep_checkpoints)
-            ray.train.report({"step": step + 1, "loss": log_rows[-1]["loss"]})
+    def normalizer(self, batch: Any) -> float:
+        return float(batch.rewards.shape[0])  # the mean is over samples
 
-    if rank == 0:
-        final = {"step": tr.max_steps, "resumed_from_step": start}
-        if a.mode == "lora":
-            write_dir(config["lora_uri"], lambda d: spec.save_lora(d, inner))
+    def loss(self, ctx: WorkerContext, model: TrainModel, net: Any, batch: Any) -> tuple[Any, dict[str, Any]]:
+        from lift_core.t2v.loss import per_sample_loss
+
+        per_sample = per_sample_loss(model.handles["spec"], model.handles["pipe"], net, batch)
+        weighted = (batch.rewards.to(per_sample.dtype) * per_sample).sum()
+        return weighted, {"weighted": weighted, "unweighted": per_sample.sum(), "weight": batch.rewards.sum(),
+                          "n": float(per_sample.shape[0])}
+
+    def log_row(self, stats: dict[str, float]) -> dict[str, float]:
+        n = stats["n"]
+        return {"loss": stats["weighted"] / n, "loss_unweighted": stats["unweighted"] / n,
+                "mean_weight": stats["weight"] / n}
+
+    def finalize(self, ctx: WorkerContext, model: TrainModel, log_rows: list[dict[str, Any]]) -> None:
+        spec, inner = model.handles["spec"], model.module
+        if ctx.cfg.align.mode == "lora":
+            write_dir(ctx.config["lora_uri"], lambda d: spec.save_lora(d, inner))
         else:
-            write_dir(config["weights_uri"], lambda d: spec.save_denoiser(inner, os.path.join(d, "transformer")))
-        storage.write_table(config["train_log_uri"], pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA))
-        storage.write_json(storage.join(out_uri, "train_result.json"), final)
-    ray.train.report({"step": tr.max_steps, "done": 1})
+            write_dir(ctx.config["weights_uri"], lambda d: spec.save_denoiser(inner, os.path.join(d, "transformer")))
 
 
-def _load_safetensors(uri: str) -> dict[str, Any]:
-    from safetensors.torch import load
-
-    return load(storage.read_bytes(uri))
+TRAIN_LOG_SCHEMA = log_schema(RewardAlignRecipe())
 
 
-def run_trainer(cfg: PipelineConfig, config: dict[str, Any], run_name: str) -> None:
-    """Run ``train_loop`` under Ray Train's ``TorchTrainer`` (DDP; gloo on CPU, NCCL on GPUs)."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+def loop_settings(cfg: PipelineConfig) -> LoopSettings:
+    a = cfg.align
+    return LoopSettings.from_config(a.train, cpus_per_worker=a.cpus_per_worker, max_failures=a.max_failures,
+                                    keep_checkpoints=a.keep_checkpoints)
 
-    from lift_core.distributed.ray_runtime import ensure_ray
 
-    ensure_ray(cfg.ray)
-    tr = cfg.align.train
-    resources = {"CPU": cfg.align.cpus_per_worker}
-    if tr.use_gpu:
-        resources["GPU"] = 1
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=tr.num_workers, use_gpu=tr.use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=os.path.join(tempfile.gettempdir(), "lift-ray-train"),
-            failure_config=FailureConfig(max_failures=cfg.align.max_failures),
-        ),
-    )
-    trainer.fit()
+def stage_out(cfg: PipelineConfig, scores_uri: str, manifest_uris: list[str]) -> tuple[str, str]:
+    """(key, output dir) of the stage for these inputs and this config."""
+    upstream = [storage.fingerprint_uri(u) for u in [scores_uri, *manifest_uris]]
+    key = storage.stage_key("align", upstream, align_fingerprint(cfg), {"t2v": cfg.t2v.fingerprint()})
+    return key, storage.abspath_if_local(storage.stage_dir(cfg.run_root, "align", key))
 
 
 def run_align(
@@ -358,8 +259,10 @@ def run_align(
     scores_uri: str,
     manifest_uris: list[str],
     progress: ProgressFn | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> storage.StageResult:
-    """The ``align`` stage: outputs ``lora`` (or ``weights``), ``train_log``, ``samples``, ``quarantine``."""
+    """The ``align`` stage: outputs ``lora`` (or ``weights``), ``train_log``, ``samples``, ``quarantine``.
+    ``callbacks`` run inside the training loop on every worker (they must pickle)."""
     from lift_core.t2v.builder import ensure_t2v_base
     from lift_core.t2v.cache import fill_cache, namespaces
 
@@ -368,14 +271,9 @@ def run_align(
     a = cfg.align
     if a.mode == "lora" and not a.lora.target_modules:
         raise ValueError("align.lora.target_modules is empty")
-    if a.train.batch_size % max(1, a.train.num_workers):
-        raise ValueError(
-            f"align.train.batch_size={a.train.batch_size} (global) must divide evenly over "
-            f"align.train.num_workers={a.train.num_workers}"
-        )
-    upstream = [storage.fingerprint_uri(u) for u in [scores_uri, *manifest_uris]]
-    key = storage.stage_key("align", upstream, align_fingerprint(cfg), {"t2v": cfg.t2v.fingerprint()})
-    out = storage.abspath_if_local(storage.stage_dir(cfg.run_root, "align", key))
+    settings = loop_settings(cfg)
+    settings.micro_batch(settings.num_workers, "align.train")  # fail before any work on an uneven split
+    key, out = stage_out(cfg, scores_uri, manifest_uris)
     if done := storage.load_success(out):
         return done
     model = ensure_t2v_base(cfg)
@@ -402,25 +300,18 @@ def run_align(
     resume = latest_checkpoint(out)
     progress(0.1, f"training {a.train.max_steps} steps on {a.train.num_workers} worker(s)"
                   + (f", resuming from step {resume[0]}" if resume else ""))
-    crash = os.environ.get(CRASH_ENV)
     config = {
-        "cfg": cfg.model_dump(mode="json"),
+        "section": "align.train",
         "model": model,
         "samples": samples,
         "latents_uri": ns.latents_uri,
         "text_uri": ns.text_uri,
-        "out_uri": out,
         "lora_uri": outputs.get("lora"),
         "weights_uri": outputs.get("weights"),
-        "train_log_uri": outputs["train_log"],
-        "crash_at_step": int(crash) if crash else None,
+        "callbacks": list(callbacks),
     }
     run_name = a.train.run_name or f"lift-align-{key}-{uuid.uuid4().hex[:6]}"
-    try:
-        run_trainer(cfg, config, run_name)
-    except Exception as err:  # Ray wraps worker errors; keep one readable line on top
-        raise RuntimeError(f"align training failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                           f"rerun to resume from the last checkpoint") from err
+    fit(RewardAlignRecipe(), cfg, settings, config, out, run_name, what="align")
     result = storage.read_json(storage.join(out, "train_result.json"))
     log_table = storage.read_table(outputs["train_log"])
     losses = log_table.column("loss").to_pylist()
@@ -441,8 +332,7 @@ def run_align(
 
 
 __all__ = [
-    "CRASH_ENV",
-    "DataOrder",
+    "RewardAlignRecipe",
     "SAMPLES_SCHEMA",
     "TRAIN_LOG_SCHEMA",
     "add_trainable",
@@ -450,6 +340,6 @@ __all__ = [
     "build_dataset",
     "latest_checkpoint",
     "run_align",
-    "train_loop",
+    "stage_out",
     "train_step",
 ]

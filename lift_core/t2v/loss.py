@@ -2,12 +2,13 @@
 
 Per sample i::
 
-    loss_i = w_i * mean( (1 / (1 - alphabar_t)) * (x0_hat - x0)^2 )
+    loss_i = w_i * lambda(t) * mean( (prediction - target)^2 )
 
-where ``x0_hat`` is the denoiser's v-prediction turned into x0 (``scheduler.get_velocity(v, x_t, t)``,
-as diffusers' ``train_cogvideox_lora.py`` does) and ``w_i`` the critic's reward. The batch loss is the
-mean over the (global) batch. ``1 / (1 - alphabar_t)`` reaches ~1,200 near t = 0, so training clips
-gradients.
+where the model family gives the prediction, its target and ``lambda(t)`` (``T2VModelSpec``). For
+CogVideoX that is LiFT's loss: the v-prediction turned into x0 (``scheduler.get_velocity(v, x_t, t)``,
+as diffusers' ``train_cogvideox_lora.py`` does) against x0, weighted by ``1 / (1 - alphabar_t)``, which
+reaches ~1,200 near t = 0, so training clips gradients. ``w_i`` is the critic's reward. The batch
+loss is the mean over the (global) batch.
 
 Randomness (the latent sample, the noise, the timestep) comes from one generator per sample, seeded
 from (run seed, sample position in the data stream): a sample gets the same draw whichever worker
@@ -35,7 +36,7 @@ class TrainBatch:
     text_embeds: Any  # [B, L, D]
     rewards: Any  # [B] per-sample weights w_i
     noise: Any
-    timesteps: Any  # [B] int64
+    timesteps: Any  # [B]: integer timesteps (DDPM) or float sigmas (flow matching), as the family draws them
 
 
 def make_batch(
@@ -51,13 +52,12 @@ def make_batch(
     """Draw each sample's latent, noise and timestep from its own seeded generator."""
     import torch
 
-    n_t = spec.num_train_timesteps(pipe)
     x0s, noises, ts = [], [], []
     for dist, seed in zip(latent_dists, seeds):
         g = torch.Generator(device="cpu").manual_seed(int(seed))
         x0 = spec.sample_latents(pipe, dist.float()[None], generator=g)[0]
         noises.append(torch.randn(x0.shape, generator=g))
-        ts.append(int(torch.randint(0, n_t, (1,), generator=g).item()))
+        ts.append(spec.sample_timestep(pipe, g))
         x0s.append(x0)
     dtype = dtype or torch.float32
     return TrainBatch(
@@ -65,17 +65,17 @@ def make_batch(
         text_embeds=torch.stack([e.float() for e in text_embeds]).to(device=device, dtype=dtype),
         rewards=torch.tensor([float(r) for r in rewards], dtype=torch.float32, device=device),
         noise=torch.stack(noises).to(device=device, dtype=dtype),
-        timesteps=torch.tensor(ts, dtype=torch.long, device=device),
+        timesteps=torch.stack(ts).to(device),
     )
 
 
 def per_sample_loss(spec: T2VModelSpec, pipe: Any, denoiser: Any, batch: TrainBatch) -> Any:
-    """``mean((1/(1-alphabar_t)) * (x0_hat - x0)^2)`` per sample, before the reward weight: ``[B]``."""
+    """``lambda(t) * mean((prediction - target)^2)`` per sample, before the reward weight: ``[B]``."""
     noisy = spec.add_noise(pipe, batch.x0, batch.noise, batch.timesteps)
     out = spec.forward(pipe, denoiser, noisy, batch.text_embeds, batch.timesteps)
-    x0_hat = spec.x0_prediction(pipe, out, noisy, batch.timesteps)
-    err = (x0_hat.float() - batch.x0.float()) ** 2
-    return spec.timestep_weights(pipe, batch.timesteps) * err.reshape(err.shape[0], -1).mean(dim=1)
+    prediction, target = spec.prediction_and_target(pipe, out, noisy, batch.x0, batch.noise, batch.timesteps)
+    err = (prediction.float() - target.float()) ** 2
+    return spec.loss_weights(pipe, batch.timesteps) * err.reshape(err.shape[0], -1).mean(dim=1)
 
 
 def reward_weighted_loss(per_sample: Any, rewards: Any) -> Any:

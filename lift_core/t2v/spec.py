@@ -6,13 +6,15 @@ A ``T2VModelSpec`` knows how to:
 - prepare latents: pixels -> the VAE's latent distribution (what the cache stores), and a sample of it
   scaled and laid out the way the denoiser wants;
 - condition on text: captions -> the text encoder's embeddings (what the cache stores);
-- run the denoiser forward on noisy latents;
-- give the loss target: the denoiser's output turned into an x0 prediction, and LiFT's per-timestep
-  weight ``1 / (1 - alphabar_t)``;
+- train: draw a timestep (or sigma), noise the latents, run the denoiser, and give the prediction, its
+  target and the per-sample loss weight. CogVideoX (DDPM, v-prediction) predicts x0 against x0 with
+  LiFT's weight ``1 / (1 - alphabar_t)``; a flow-matching family would draw a sigma, predict the
+  velocity against ``noise - x0`` and weigh every sample 1;
+- generate videos from captions;
 - save and load LoRA weights in the family's diffusers format.
 
-Everything else (generation, the cache, the training loop, evaluation) is model-agnostic and goes
-through ``get_spec(cfg.t2v.family)``. Adding another family means one more class here.
+Everything else (generation jobs, the cache, the training loop, evaluation) is model-agnostic and goes
+through ``get_spec(cfg.t2v.family)``. A new family is one subclass and ``register_family``.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ class T2VModelSpec(ABC):
 
     # ------------------------------------------------------------------ training
     @abstractmethod
-    def num_train_timesteps(self, pipe: Any) -> int: ...
+    def sample_timestep(self, pipe: Any, generator: Any) -> Any:
+        """One training timestep (or sigma) as a 0-d tensor, drawn from the sample's own generator."""
 
     @abstractmethod
     def add_noise(self, pipe: Any, x0: Any, noise: Any, timesteps: Any) -> Any: ...
@@ -99,12 +102,20 @@ class T2VModelSpec(ABC):
         """The denoiser's raw output on noisy latents."""
 
     @abstractmethod
-    def x0_prediction(self, pipe: Any, model_output: Any, noisy: Any, timesteps: Any) -> Any:
-        """The denoiser's output converted to a prediction of the clean latents (the loss target is x0)."""
+    def prediction_and_target(self, pipe: Any, model_output: Any, noisy: Any, x0: Any, noise: Any,
+                              timesteps: Any) -> tuple[Any, Any]:
+        """(what the loss compares, what it should equal), both in the latents' layout."""
 
     @abstractmethod
-    def timestep_weights(self, pipe: Any, timesteps: Any) -> Any:
-        """Per-sample loss weights of the timesteps: ``1 / (1 - alphabar_t)`` for LiFT."""
+    def loss_weights(self, pipe: Any, timesteps: Any) -> Any:
+        """Per-sample weights ``[B]`` of the squared error at these timesteps."""
+
+    # ------------------------------------------------------------------ generation
+    @abstractmethod
+    def generate(self, pipe: Any, captions: Sequence[str], generators: Sequence[Any], *, height: int, width: int,
+                 num_frames: int, num_inference_steps: int, guidance_scale: float,
+                 max_sequence_length: int) -> np.ndarray:
+        """uint8 ``[B, T, H, W, 3]`` videos, one per (caption, generator)."""
 
     # ------------------------------------------------------------------ LoRA
     @abstractmethod
@@ -186,8 +197,11 @@ class CogVideoXSpec(T2VModelSpec):
             )
         return embeds.float().cpu()
 
-    def num_train_timesteps(self, pipe: Any) -> int:
-        return int(pipe.scheduler.config.num_train_timesteps)
+    def sample_timestep(self, pipe: Any, generator: Any) -> Any:
+        import torch
+
+        n_t = int(pipe.scheduler.config.num_train_timesteps)
+        return torch.randint(0, n_t, (1,), generator=generator)[0]
 
     def add_noise(self, pipe: Any, x0: Any, noise: Any, timesteps: Any) -> Any:
         return pipe.scheduler.add_noise(x0, noise, timesteps)
@@ -207,15 +221,25 @@ class CogVideoXSpec(T2VModelSpec):
             return_dict=False,
         )[0]
 
-    def x0_prediction(self, pipe: Any, model_output: Any, noisy: Any, timesteps: Any) -> Any:
+    def prediction_and_target(self, pipe: Any, model_output: Any, noisy: Any, x0: Any, noise: Any,
+                              timesteps: Any) -> tuple[Any, Any]:
         # v-prediction -> x0: sqrt(a) * x_t - sqrt(1 - a) * v, which is exactly get_velocity(v, x_t, t).
-        return pipe.scheduler.get_velocity(model_output, noisy, timesteps)
+        return pipe.scheduler.get_velocity(model_output, noisy, timesteps), x0
 
-    def timestep_weights(self, pipe: Any, timesteps: Any) -> Any:
+    def loss_weights(self, pipe: Any, timesteps: Any) -> Any:
         import torch
 
         alphas = pipe.scheduler.alphas_cumprod.to(device=timesteps.device, dtype=torch.float32)
         return 1.0 / (1.0 - alphas[timesteps])
+
+    def generate(self, pipe: Any, captions: Sequence[str], generators: Sequence[Any], *, height: int, width: int,
+                 num_frames: int, num_inference_steps: int, guidance_scale: float,
+                 max_sequence_length: int) -> np.ndarray:
+        out = pipe(prompt=list(captions), height=height, width=width, num_frames=num_frames,
+                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                   max_sequence_length=max_sequence_length, generator=list(generators), output_type="np")
+        frames = np.asarray(out.frames)  # float [B, T, H, W, 3] in [0, 1]
+        return np.clip(np.round(frames * 255.0), 0, 255).astype(np.uint8)
 
     def save_lora(self, out_dir: str, denoiser: Any) -> None:
         from diffusers import CogVideoXPipeline
@@ -236,7 +260,16 @@ class CogVideoXSpec(T2VModelSpec):
         return CogVideoXTransformer3DModel.from_pretrained(path, dtype=torch_dtype(dtype))
 
 
-SPECS: dict[str, T2VModelSpec] = {"cogvideox": CogVideoXSpec()}
+SPECS: dict[str, T2VModelSpec] = {}
+
+
+def register_family(spec: T2VModelSpec) -> T2VModelSpec:
+    """Make ``spec`` selectable as ``t2v.family: <spec.family>``."""
+    SPECS[spec.family] = spec
+    return spec
+
+
+register_family(CogVideoXSpec())
 
 
 def get_spec(family: str) -> T2VModelSpec:
@@ -246,4 +279,4 @@ def get_spec(family: str) -> T2VModelSpec:
         raise ValueError(f"unknown t2v.family {family!r}; known: {sorted(SPECS)}") from None
 
 
-__all__ = ["CogVideoXSpec", "SPECS", "T2VModelSpec", "frames_to_pixels", "get_spec", "torch_dtype"]
+__all__ = ["CogVideoXSpec", "SPECS", "T2VModelSpec", "frames_to_pixels", "get_spec", "register_family", "torch_dtype"]

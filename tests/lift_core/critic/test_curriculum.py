@@ -8,7 +8,7 @@ import pytest
 
 from lift_core.config import ConfigError, CurriculumPhase, load_config
 from lift_core.critic.train import CurriculumOrder
-from lift_core.distributed.checkpoints import DataOrder
+from lift_core.train import DataOrder
 
 TRAIN = [{"video_id": f"v{i}", "dimension": dim} for i in range(6) for dim in ("semantic", "fidelity", "motion")]
 BATCH = 4
@@ -61,6 +61,7 @@ def test_config_rejects_bad_curricula(overrides, message):
 
 def test_the_training_loop_follows_the_curriculum(rated_data, make_train_config, tmp_path, monkeypatch):
     from lift_core.critic import train as train_mod
+    from lift_core.train import run_worker
 
     cfg = make_train_config(tmp_path, curriculum=[{"steps": 2, "dimensions": ["motion"]}],
                             train={"num_workers": 1, "batch_size": 4, "max_steps": 4, "lr": 0.005,
@@ -77,9 +78,9 @@ def test_the_training_loop_follows_the_curriculum(rated_data, make_train_config,
         return real_encode(loaded, videos, captions, dimensions, answers)
 
     monkeypatch.setattr(backbone, "encode_batch", recording_encode)
-    train_mod.run_worker(dict(plan.config, out_uri=str(tmp_path / "out"), adapter_uri=str(tmp_path / "out" / "adapter"),
-                              train_log_uri=str(tmp_path / "out" / "log.parquet"),
-                              predictions_uri=str(tmp_path / "out" / "preds.parquet"), crash_at_step=None))
+    run_worker(train_mod.CriticLoraRecipe(),
+               dict(plan.config, out_uri=str(tmp_path / "out"), adapter_uri=str(tmp_path / "out" / "adapter"),
+                    predictions_uri=str(tmp_path / "out" / "preds.parquet")))
     assert len(trained_dims) == 4
     assert all(set(dims) == {"motion"} for dims in trained_dims[:2])
     assert len({d for dims in trained_dims[2:] for d in dims}) > 1

@@ -22,17 +22,16 @@ MAX_STEPS, CHECKPOINT_EVERY, CRASH_AT = 8, 3, 5
 
 
 @pytest.fixture(scope="module")
-def trained(ray_session, rated_data, make_train_config, tmp_path_factory):
+def trained(ray_session, rated_data, make_train_config, tmp_path_factory, kill_worker_at_step):
     """(cfg, crashed error, StageResult of the resumed run, log of an uninterrupted in-process run)."""
     from lift_core.critic import train as train_mod
+    from lift_core.train import run_worker
 
     run_root = tmp_path_factory.mktemp("critic-run")
     cfg = make_train_config(run_root)
-    mp = pytest.MonkeyPatch()
-    mp.setenv(train_mod.CRASH_ENV, str(CRASH_AT))
+    kill = kill_worker_at_step(CRASH_AT)
     with pytest.raises(RuntimeError, match="rerun to resume") as crashed:
-        train_mod.run_train_critic(cfg, rated_data["manifest"], rated_data["frames"])
-    mp.delenv(train_mod.CRASH_ENV)
+        train_mod.run_train_critic(cfg, rated_data["manifest"], rated_data["frames"], callbacks=[kill])
     _, out = train_mod.stage_out(cfg, rated_data["manifest"], rated_data["frames"])
     assert train_mod.latest_checkpoint(out)[0] == CHECKPOINT_EVERY  # died after the first checkpoint
     result = train_mod.run_train_critic(cfg, rated_data["manifest"], rated_data["frames"])
@@ -41,11 +40,9 @@ def trained(ray_session, rated_data, make_train_config, tmp_path_factory):
     plan = train_mod.plan_training(cfg, rated_data["manifest"], rated_data["frames"])
     ref = tmp_path_factory.mktemp("critic-ref")
     config = dict(plan.config, out_uri=str(ref), adapter_uri=str(ref / "adapter"),
-                  train_log_uri=str(ref / "train_log.parquet"), predictions_uri=str(ref / "predictions.parquet"),
-                  crash_at_step=None)
-    train_mod.run_worker(config)
+                  predictions_uri=str(ref / "predictions.parquet"))
+    run_worker(train_mod.CriticLoraRecipe(), config)
     reference = storage.read_table(str(ref / "train_log.parquet")).to_pylist()
-    mp.undo()
     return cfg, crashed.value, result, reference
 
 
@@ -117,7 +114,7 @@ def test_rerun_is_a_cache_hit_and_changes_retrain(trained, rated_data, monkeypat
     def no_training(*args, **kwargs):
         raise AssertionError("a cached stage must not train again")
 
-    monkeypatch.setattr(train_mod, "run_trainer", no_training)
+    monkeypatch.setattr(train_mod, "fit", no_training)
     again = train_mod.run_train_critic(cfg, rated_data["manifest"], rated_data["frames"])
     assert again.to_dict() == json.loads(json.dumps(result.to_dict()))
     key = train_mod.stage_out(cfg, rated_data["manifest"], rated_data["frames"])[0]
@@ -133,7 +130,7 @@ def test_rerun_is_a_cache_hit_and_changes_retrain(trained, rated_data, monkeypat
     execution_only.critic.train.num_workers = 2
     execution_only.critic.train.checkpoint_every = 7
     assert train_mod.stage_out(execution_only, rated_data["manifest"], rated_data["frames"])[0] == key
-    with pytest.raises(RuntimeError, match="must not train"):
+    with pytest.raises(AssertionError, match="must not train"):
         train_mod.run_train_critic(changed, rated_data["manifest"], rated_data["frames"])
 
 

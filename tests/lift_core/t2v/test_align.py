@@ -8,7 +8,7 @@ import torch
 
 from lift_core import storage
 from lift_core.schemas import SCORES_SCHEMA, rows_to_table
-from lift_core.t2v.align import CRASH_ENV, build_dataset, latest_checkpoint, run_align
+from lift_core.t2v.align import build_dataset, latest_checkpoint, run_align
 
 
 def test_dataset_weights_filters_and_quarantine(t2v_cfg, generated, real_manifest, scores_uri, t2v_root):
@@ -38,14 +38,13 @@ def test_dataset_weights_filters_and_quarantine(t2v_cfg, generated, real_manifes
 
 @pytest.mark.slow
 def test_align_killed_after_checkpoint_resumes_on_two_workers(ray_session, t2v_cfg, scores_uri, generated,
-                                                             real_manifest, monkeypatch):
+                                                             real_manifest, kill_worker_at_step):
     manifests = [generated.outputs["generated"], real_manifest]
     cfg = t2v_cfg  # 4 steps, global batch 2, a checkpoint every 2 steps, 1 worker
 
-    monkeypatch.setenv(CRASH_ENV, "3")  # the worker process dies right before step 3
-    with pytest.raises(RuntimeError, match="rerun to resume"):
-        run_align(cfg, scores_uri, manifests)
-    monkeypatch.delenv(CRASH_ENV)
+    # The worker process dies right before step 3 (once: a rerun goes on).
+    with pytest.raises(RuntimeError, match="rerun to resume from the last checkpoint \\(step 2"):
+        run_align(cfg, scores_uri, manifests, callbacks=[kill_worker_at_step(3)])
 
     # Rerun with 2 workers (DDP over gloo): the same stage (world size is not part of its key) resumes.
     cfg2 = cfg.model_copy(deep=True)

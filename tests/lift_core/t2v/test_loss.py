@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lift_core.config import AlignConfig
-from lift_core.t2v.align import DataOrder, add_trainable, train_step
+from lift_core.t2v.align import add_trainable, train_step
+from lift_core.train import DataOrder
 from lift_core.t2v.loss import make_batch, per_sample_loss, reward_weighted_loss, sample_seed
 from lift_core.t2v.spec import frames_to_pixels, get_spec
 
@@ -43,8 +44,9 @@ def test_x0_prediction_and_weights(spec, tiny_t2v):
     noisy = spec.add_noise(pipe, x0, eps, t)
     assert torch.allclose(noisy, a.sqrt() * x0 + (1 - a).sqrt() * eps, atol=1e-5)
     v = a.sqrt() * eps - (1 - a).sqrt() * x0  # the true velocity
-    assert torch.allclose(spec.x0_prediction(pipe, v, noisy, t), x0, atol=1e-4)
-    w = spec.timestep_weights(pipe, t)
+    prediction, target = spec.prediction_and_target(pipe, v, noisy, x0, eps, t)
+    assert torch.allclose(prediction, x0, atol=1e-4) and target is x0
+    w = spec.loss_weights(pipe, t)
     assert torch.allclose(w, 1.0 / (1.0 - sched.alphas_cumprod[t].float()))
     assert w[0] > 100 and w[2] == pytest.approx(1.0, abs=1e-3)  # huge near t=0 (hence gradient clipping)
 
@@ -86,7 +88,7 @@ def _one_step_change(spec, tiny_t2v, rewards) -> torch.Tensor:
     with torch.no_grad():
         before = per_sample_loss(spec, pipe, model, batch)
     optimizer = torch.optim.AdamW(params, lr=5e-3, weight_decay=0.0)
-    train_step(spec, pipe, model, params, optimizer, None, batch, grad_clip=1.0)
+    train_step(spec, pipe, model, params, optimizer, batch, grad_clip=1.0)
     with torch.no_grad():
         after = per_sample_loss(spec, pipe, model, batch)
     return (after - before) / before  # relative, so the two samples compare

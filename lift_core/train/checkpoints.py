@@ -1,0 +1,208 @@
+"""Verified, resumable checkpoints on any fsspec store.
+
+A checkpoint is ``<out>/checkpoints/step-NNNNNN/`` holding the trainable weights (safetensors), the
+optimizer and LR scheduler states, the train log so far, ``state.json``, and ``manifest.json``,
+written LAST: every other file with its size and sha256. A folder whose manifest is missing, or whose
+files do not match it, is incomplete or corrupt and is never resumed from; resume falls back to the
+newest intact checkpoint and logs which ones it skipped and why.
+
+Optimizer and scheduler states are loaded with ``torch.load(weights_only=True)``: the run root may be
+a shared bucket, and a pickle from it would run code on every worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from lift_core import storage
+
+log = logging.getLogger("lift.train")
+
+MANIFEST = "manifest.json"
+WEIGHTS, OPTIMIZER, SCHEDULER, TRAIN_LOG, STATE = (
+    "trainable.safetensors", "optimizer.pt", "lr_scheduler.pt", "train_log.parquet", "state.json")
+
+
+class CorruptCheckpoint(RuntimeError):
+    """A checkpoint file is missing, truncated or altered; the message names the file."""
+
+
+def checkpoints_dir(out_uri: str) -> str:
+    return storage.join(out_uri, "checkpoints")
+
+
+def _step_of(path: str) -> int:
+    return int(path.rstrip("/").rsplit("/", 1)[-1].split("-", 1)[1])
+
+
+def _step_dirs(out_uri: str) -> tuple[Any, list[str]]:
+    """(filesystem, checkpoint folders newest first)."""
+    fs, path = storage.fs_and_path(checkpoints_dir(out_uri))
+    if not fs.exists(path):
+        return fs, []
+    dirs = [e.rstrip("/") for e in fs.ls(path, detail=False) if e.rstrip("/").rsplit("/", 1)[-1].startswith("step-")]
+    return fs, sorted(dirs, key=_step_of, reverse=True)
+
+
+def problem(fs: Any, path: str) -> str | None:
+    """Why the checkpoint folder ``path`` cannot be used (cheap: the manifest and the file sizes), or None."""
+    manifest_path = f"{path}/{MANIFEST}"
+    if not fs.exists(manifest_path):
+        return f"no {MANIFEST} (the writer died before finishing it)"
+    try:
+        files = json.loads(fs.cat_file(manifest_path))["files"]
+    except Exception as err:  # noqa: BLE001 - any unreadable manifest means the same thing
+        return f"unreadable {MANIFEST}: {err}"
+    for name, meta in files.items():
+        try:
+            size = fs.size(f"{path}/{name}")
+        except FileNotFoundError:
+            return f"{name} is missing"
+        if size != meta["size"]:
+            return f"{name} has {size} bytes, the manifest says {meta['size']}"
+    return None
+
+
+def complete_checkpoints(out_uri: str, log_skipped: bool = False) -> list[tuple[int, str]]:
+    """(step, uri) of every checkpoint that passes the cheap check, newest first."""
+    fs, dirs = _step_dirs(out_uri)
+    good = []
+    for d in dirs:
+        why = problem(fs, d)
+        if why is None:
+            good.append((_step_of(d), storage.to_uri(fs, d)))
+        elif log_skipped:
+            log.warning("skipping checkpoint %s: %s", storage.to_uri(fs, d), why)
+    return good
+
+
+def latest_checkpoint(out_uri: str) -> tuple[int, str] | None:
+    """(step, uri) of the newest checkpoint whose manifest and file sizes match."""
+    good = complete_checkpoints(out_uri)
+    return good[0] if good else None
+
+
+# --------------------------------------------------------------------------- write
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=2, sort_keys=True).encode()
+
+
+def torch_bytes(obj: Any) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def save_checkpoint(out_uri: str, step: int, weights: dict[str, Any], optimizer_state: dict[str, Any],
+                    scheduler_state: dict[str, Any], state: dict[str, Any], train_log: pa.Table, keep: int) -> str:
+    """Write checkpoint ``step`` (manifest last) and keep only the newest ``keep`` complete ones."""
+    from safetensors.torch import save
+
+    ck = storage.join(checkpoints_dir(out_uri), f"step-{step:06d}")
+    fs, manifest_path = storage.fs_and_path(storage.join(ck, MANIFEST))
+    if fs.exists(manifest_path):  # a rewrite of this step is incomplete until it ends
+        fs.rm(manifest_path)
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(train_log, sink)
+    blobs = {
+        WEIGHTS: save(weights),
+        OPTIMIZER: torch_bytes(optimizer_state),
+        SCHEDULER: torch_bytes(scheduler_state),
+        TRAIN_LOG: sink.getvalue(),
+        STATE: _json_bytes(state),
+    }
+    for name, blob in blobs.items():
+        storage.write_bytes_atomic(storage.join(ck, name), blob)
+    manifest = {"step": step, "files": {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()}
+                                        for n, b in blobs.items()}}
+    storage.write_bytes_atomic(storage.join(ck, MANIFEST), _json_bytes(manifest))
+    prune_checkpoints(out_uri, keep)
+    return ck
+
+
+def prune_checkpoints(out_uri: str, keep: int) -> None:
+    """Delete all but the newest ``keep`` complete checkpoints, and the broken ones older than those."""
+    fs, dirs = _step_dirs(out_uri)
+    good = [d for d in dirs if problem(fs, d) is None]
+    if not good:
+        return
+    kept = good[: max(1, keep)]
+    oldest_kept = _step_of(kept[-1])
+    for d in dirs:
+        if d not in kept and _step_of(d) < oldest_kept:
+            fs.rm(d, recursive=True)
+
+
+# --------------------------------------------------------------------------- read
+@dataclass
+class Checkpoint:
+    step: int
+    uri: str
+    weights: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    train_log: list[dict[str, Any]]
+    state: dict[str, Any]
+
+
+def read_checkpoint(uri: str) -> Checkpoint:
+    """Every file of the checkpoint at ``uri``, each checked against the manifest's sha256."""
+    import pyarrow.parquet as pq
+    import torch
+    from safetensors.torch import load
+
+    manifest_uri = storage.join(uri, MANIFEST)
+    try:
+        manifest = json.loads(storage.read_bytes(manifest_uri))
+    except FileNotFoundError:
+        raise CorruptCheckpoint(f"{manifest_uri} is missing: the checkpoint is incomplete") from None
+    blobs: dict[str, bytes] = {}
+    for name, meta in manifest["files"].items():
+        file_uri = storage.join(uri, name)
+        try:
+            blob = storage.read_bytes(file_uri)
+        except FileNotFoundError:
+            raise CorruptCheckpoint(f"{file_uri} is missing") from None
+        if len(blob) != meta["size"] or hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+            raise CorruptCheckpoint(f"{file_uri} does not match its manifest "
+                                    f"({len(blob)} bytes, expected {meta['size']}, or another sha256)")
+        blobs[name] = blob
+
+    def torch_state(name: str) -> Any:
+        try:
+            return torch.load(io.BytesIO(blobs[name]), map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a pickle that is not plain tensors and containers
+            raise CorruptCheckpoint(f"{storage.join(uri, name)} cannot be loaded safely: {err}") from None
+
+    return Checkpoint(
+        step=int(manifest["step"]), uri=uri, weights=load(blobs[WEIGHTS]), optimizer=torch_state(OPTIMIZER),
+        scheduler=torch_state(SCHEDULER), train_log=pq.read_table(io.BytesIO(blobs[TRAIN_LOG])).to_pylist(),
+        state=json.loads(blobs[STATE]),
+    )
+
+
+def read_newest_intact(out_uri: str, on_skip: Callable[[str, str], None] | None = None) -> Checkpoint | None:
+    """The newest checkpoint that passes the full (hash) check; each one skipped is reported with why."""
+    report = on_skip or (lambda uri, why: log.warning("skipping checkpoint %s: %s", uri, why))
+    fs, dirs = _step_dirs(out_uri)
+    for d in dirs:
+        uri = storage.to_uri(fs, d)
+        why = problem(fs, d)
+        if why is None:
+            try:
+                return read_checkpoint(uri)
+            except CorruptCheckpoint as err:
+                why = str(err)
+        report(uri, why)
+    return None

@@ -1,0 +1,102 @@
+"""Checkpoints are verified: a truncated, altered or unfinished checkpoint is skipped (with the file and
+the reason logged) and resume falls back to the newest intact one; no pickle is executed from storage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from lift_core import storage
+from lift_core.train import CorruptCheckpoint, latest_checkpoint, run_worker
+from lift_core.train.checkpoints import MANIFEST, OPTIMIZER, WEIGHTS, read_checkpoint, read_newest_intact
+
+
+
+@pytest.fixture
+def trained(tmp_path, Regression, loop_config, train_log):
+    """A 6-step run with checkpoints at steps 2, 4 and 6, and its train log."""
+    run_worker(Regression(), loop_config(tmp_path / "run"))
+    return tmp_path / "run", train_log(tmp_path / "run")
+
+
+def _ck(out, step):
+    return out / "checkpoints" / f"step-{step:06d}"
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("name", [OPTIMIZER, WEIGHTS])
+def test_truncated_file_falls_back_to_the_previous_checkpoint(trained, name, caplog):
+    out, _ = trained
+    _truncate(_ck(out, 6) / name)
+    assert latest_checkpoint(str(out))[0] == 4
+    with caplog.at_level(logging.WARNING, logger="lift.train"):
+        ck = read_newest_intact(str(out))
+    assert ck.step == 4
+    assert any("step-000006" in r.getMessage() and name in r.getMessage() for r in caplog.records)
+
+
+def test_resume_skips_the_corrupt_checkpoint_and_reproduces_the_run(trained, Regression, loop_config, train_log):
+    out, ref = trained
+    _truncate(_ck(out, 6) / OPTIMIZER)
+    os.remove(out / "train_log.parquet")
+    # A rerun over the same folder resumes from step 4 (not 6) and recomputes steps 5 and 6 exactly.
+    run_worker(Regression(), loop_config(out))
+    log = train_log(out)
+    assert storage.read_json(str(out / "train_result.json"))["resumed_from_step"] == 4
+    np.testing.assert_allclose([r["loss"] for r in log], [r["loss"] for r in ref], rtol=1e-6)
+    assert latest_checkpoint(str(out))[0] == 6  # rewritten whole
+
+
+def test_a_checkpoint_without_manifest_is_incomplete(trained):
+    out, _ = trained
+    os.remove(_ck(out, 6) / MANIFEST)
+    assert latest_checkpoint(str(out))[0] == 4
+    with pytest.raises(CorruptCheckpoint, match="manifest.json is missing"):
+        read_checkpoint(str(_ck(out, 6)))
+
+
+def test_an_altered_file_of_the_same_size_is_caught_by_its_hash(trained):
+    out, _ = trained
+    path = _ck(out, 6) / WEIGHTS
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert latest_checkpoint(str(out))[0] == 6  # the cheap check sees the right size
+    with pytest.raises(CorruptCheckpoint, match=f"step-000006/{WEIGHTS}"):
+        read_checkpoint(str(_ck(out, 6)))
+    assert read_newest_intact(str(out)).step == 4
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/lift-pwned",))
+
+
+def test_no_pickle_runs_from_a_checkpoint(trained):
+    """Whoever can write the run root must not run code on the workers: a pickle payload in optimizer.pt,
+    with a manifest that matches it, is refused by ``torch.load(weights_only=True)``."""
+    out, _ = trained
+    ck = _ck(out, 6)
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"state": Payload()}, buf)
+    (ck / OPTIMIZER).write_bytes(buf.getvalue())
+    manifest = json.loads((ck / MANIFEST).read_text())
+    manifest["files"][OPTIMIZER] = {"size": len(buf.getvalue()), "sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
+    (ck / MANIFEST).write_text(json.dumps(manifest))
+    if os.path.exists("/tmp/lift-pwned"):
+        os.remove("/tmp/lift-pwned")
+    with pytest.raises(CorruptCheckpoint, match="optimizer.pt cannot be loaded safely"):
+        read_checkpoint(str(ck))
+    assert not os.path.exists("/tmp/lift-pwned")
