@@ -1,16 +1,25 @@
-"""Loading a video VLM critic and turning (video, caption, dimension[, answer]) into model inputs.
+"""Critic backbones: one interface, a registry by name, and the functions the recipes call.
 
-Any transformers-native video VLM loads through ``AutoProcessor`` + ``AutoModelForImageTextToText``
-(+ ``PeftModel.from_pretrained`` for a LoRA adapter). What differs between backbones sits behind
-``CriticSpec``: how a prompt is rendered with the chat template, the video processor kwargs, extra
-inputs the model needs (Qwen2.5-VL's ``second_per_grid_ts``) and the label token ids. Qwen2-VL and
-Qwen2.5-VL are registered; ``register_spec`` adds others.
+A backbone is everything specific to one video-VLM family, owned by the model (finetrainers'
+``ModelSpecification`` is the pattern): how it loads from a hub id or a local directory, how a
+prompt is rendered with its chat template, how a batch of videos and texts becomes model inputs,
+which token ids the labels start with, how the logits at the first answer position are read and
+how a rationale is generated. ``critic.backbone`` names a registered backbone; the built-in ones
+(``qwen2-vl``, ``qwen2.5-vl``) live in ``lift_core.critic.backbones``. A new family is one module
+there with a ``CriticBackbone`` subclass and a ``register_backbone`` call; it need not load through
+``AutoModel`` (the interface only asks for ``load_processor`` and ``load_model``).
 
-Batches:
-- scoring (``answers=None``): LEFT padding and the generation prompt, so ``logits[:, -1]`` is the
-  first answer position for every row;
-- training (``answers`` given): RIGHT padding, the answer ``"Label. reason"`` plus the end-of-turn
-  token appended, and ``labels`` = the input ids on those answer tokens, -100 everywhere else.
+This module imports neither torch nor transformers at import time, so the config can validate a
+backbone name against the registry cheaply.
+
+What stays the same for every backbone (here, not in the families):
+
+- scoring batches (``answers=None``): LEFT padding and the generation prompt, so the last position
+  is the first answer position of every row;
+- training batches (``answers`` given): RIGHT padding, the answer ``"Label. reason"`` plus the
+  backbone's end-of-turn token appended, and ``labels`` = the input ids on those answer tokens,
+  -100 everywhere else;
+- a PEFT adapter on top of the loaded base model, and the critic's identity (``critic_id``).
 """
 
 from __future__ import annotations
@@ -18,60 +27,56 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from lift_core import storage
-from lift_core.config import DIMENSIONS, LABELS
-from lift_core.critic.prompts import build_user_text
+from lift_core.config import DIMENSIONS, LABELS, TinyCriticConfig
 
 IGNORE_INDEX = -100
 
 
-@dataclass(frozen=True)
-class CriticSpec:
-    """What is specific to one backbone family."""
+# --------------------------------------------------------------------------- the interface
+class CriticBackbone(ABC):
+    """What is specific to one critic model family. Instances are stateless; one per name."""
 
-    name: str
-    end_of_turn: str = "<|im_end|>"  # appended to training answers, so generation learns to stop
-    default_fps: float = 2.0  # per-frame time step the processor is told about (Qwen2.5-VL's temporal rope)
-    merge_size: int = 2
-    patch_size: int = 14
-    extra_video_inputs: tuple[str, ...] = ()  # model inputs beyond pixel_values_videos / video_grid_thw
-    model_types: tuple[str, ...] = field(default_factory=tuple)
+    name: ClassVar[str]
+    # Appended to training answers so that generation learns to stop after the reason.
+    end_of_turn: ClassVar[str]
 
-    def messages(self, caption: str, dimension: str) -> list[dict[str, Any]]:
-        """The user turn: the video, then the caption followed by the question."""
-        return [
-            {
-                "role": "user",
-                "content": [{"type": "video"}, {"type": "text", "text": build_user_text(caption, dimension)}],
-            }
-        ]
+    # ------------------------------------------------------------------ loading
+    @abstractmethod
+    def load_processor(self, model: str) -> Any:
+        """The processor of ``model`` (hub id or local dir); it exposes the tokenizer as ``.tokenizer``."""
 
+    @abstractmethod
+    def load_model(self, model: str, device: Any, dtype: Any) -> Any:
+        """The model WITH its language-model head on ``device``; raises when ``model`` is another family."""
+
+    # ------------------------------------------------------------------ prompts and batches
+    @abstractmethod
     def prompt_text(self, processor: Any, caption: str, dimension: str) -> str:
-        """The chat-templated prompt, ending with the generation prompt (the assistant turn opens)."""
-        return processor.apply_chat_template(
-            self.messages(caption, dimension), tokenize=False, add_generation_prompt=True
-        )
+        """The chat-templated user turn (video, caption, question), ending where the answer begins."""
 
-    def side_multiple(self) -> int:
-        return self.patch_size * self.merge_size
+    @abstractmethod
+    def encode(
+        self,
+        processor: Any,
+        videos: Sequence[np.ndarray],
+        texts: Sequence[str],
+        *,
+        padding_side: str,
+        frame_size: tuple[int, int] | None,
+    ) -> dict[str, Any]:
+        """Model inputs (CPU tensors, with ``input_ids`` and ``attention_mask``) for one row per
+        (uint8 ``[T, H, W, 3]`` video, text), padded on ``padding_side``."""
 
-    def video_kwargs(self, frame_size: tuple[int, int] | None, fps: float | None = None) -> dict[str, Any]:
-        """Video processor kwargs. With ``frame_size``: frames are resized to exactly that size
-        (rounded to multiples of patch*merge), never up-scaled to the processor's default minimum
-        pixel count (about 316 px for Qwen2-VL)."""
-        kwargs: dict[str, Any] = {"do_sample_frames": False}
-        if frame_size is not None:
-            m = self.side_multiple()
-            h = max(m, round(frame_size[0] / m) * m)
-            w = max(m, round(frame_size[1] / m) * m)
-            kwargs["size"] = {"shortest_edge": h * w, "longest_edge": h * w}
-            kwargs["cap_pixels_per_frame"] = False  # the size is explicit: no total-pixel budget applies
-        return kwargs
+    def answer_token_ids(self, processor: Any, answer: str) -> list[int]:
+        """The token ids a training text ends with: the answer and the end-of-turn token."""
+        return list(processor.tokenizer(answer + self.end_of_turn, add_special_tokens=False)["input_ids"])
 
     def label_token_ids(self, processor: Any) -> dict[str, int]:
         """The id of the first token of each label as it is generated right after the prompt."""
@@ -88,31 +93,108 @@ class CriticSpec:
             raise ValueError(f"{self.name}: the labels share their first token: {out}")
         return out
 
+    # ------------------------------------------------------------------ forward and generation
+    def answer_logits(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """``[B, vocab]`` logits at the first answer position of a left-padded scoring batch."""
+        # Only the last position: the full [B, L, vocab] tensor is huge on real models.
+        return model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1]
 
-SPECS: dict[str, CriticSpec] = {}
+    def generate(
+        self,
+        model: Any,
+        processor: Any,
+        inputs: dict[str, Any],
+        *,
+        first_token_ids: Sequence[int],
+        max_new_tokens: int,
+    ) -> tuple[Any, list[str]]:
+        """Greedy answers whose first token is one of ``first_token_ids`` (the label tokens).
+
+        Returns the raw ``[B, vocab]`` logits of the first generated step (the first answer position)
+        and the decoded answers."""
+        from transformers import LogitsProcessorList
+
+        tok = processor.tokenizer
+        prompt_len = int(inputs["input_ids"].shape[1])
+        out = model.generate(
+            **inputs,
+            do_sample=False,
+            max_new_tokens=max(1, int(max_new_tokens)),
+            logits_processor=LogitsProcessorList([FirstTokenIn(prompt_len, first_token_ids)]),
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        )
+        return out.logits[0], tok.batch_decode(out.sequences[:, prompt_len:], skip_special_tokens=True)
+
+    # ------------------------------------------------------------------ tiny model (optional)
+    def build_tiny(self, cfg: TinyCriticConfig) -> tuple[Any, Any]:
+        """A randomly initialised (model, processor) of ``cfg``'s sizes, with a locally trained tokenizer;
+        ``lift_core.critic.builder`` saves them. Backbones that cannot build one leave this as is."""
+        raise NotImplementedError(f"critic backbone {self.name!r} cannot build a tiny model")
+
+    @property
+    def builds_tiny(self) -> bool:
+        return type(self).build_tiny is not CriticBackbone.build_tiny
 
 
-def register_spec(spec: CriticSpec) -> CriticSpec:
-    SPECS[spec.name] = spec
-    return spec
+class FirstTokenIn:
+    """A logits processor: the first generated token must be one of ``token_ids``."""
+
+    def __init__(self, prompt_len: int, token_ids: Sequence[int]):
+        self.prompt_len = prompt_len
+        self.token_ids = list(token_ids)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if input_ids.shape[1] != self.prompt_len:
+            return scores
+        masked = torch.full_like(scores, float("-inf"))
+        masked[:, self.token_ids] = scores[:, self.token_ids]
+        return masked
 
 
-register_spec(CriticSpec(name="qwen2-vl", model_types=("qwen2_vl",)))
-register_spec(CriticSpec(name="qwen2.5-vl", extra_video_inputs=("second_per_grid_ts",), model_types=("qwen2_5_vl",)))
+# --------------------------------------------------------------------------- the registry
+BACKBONES: dict[str, CriticBackbone] = {}
 
 
-def get_spec(backbone: str) -> CriticSpec:
+def register_backbone(backbone: CriticBackbone) -> CriticBackbone:
+    """Make ``backbone`` selectable as ``critic.backbone: <backbone.name>``.
+
+    The module that registers it must be imported wherever the critic loads (Ray actors included);
+    the built-in backbones are imported by the registry itself."""
+    known = BACKBONES.get(backbone.name)
+    if known is not None and type(known) is not type(backbone):
+        raise ValueError(f"critic backbone {backbone.name!r} is already registered as {type(known).__name__}")
+    BACKBONES[backbone.name] = backbone
+    return backbone
+
+
+def _registered() -> dict[str, CriticBackbone]:
+    import lift_core.critic.backbones  # noqa: F401  (the built-in backbones register on first import)
+
+    return BACKBONES
+
+
+def backbone_names(tiny: bool = False) -> list[str]:
+    """The registered backbone names (with ``tiny``: those that can build a tiny model)."""
+    return sorted(name for name, b in _registered().items() if b.builds_tiny or not tiny)
+
+
+def get_backbone(name: str) -> CriticBackbone:
     try:
-        return SPECS[backbone]
+        return _registered()[name]
     except KeyError:
-        raise ValueError(f"unknown critic backbone {backbone!r}; registered: {sorted(SPECS)}") from None
+        raise ValueError(f"unknown critic backbone {name!r}; known: {backbone_names()}") from None
 
 
+# --------------------------------------------------------------------------- a loaded critic
 @dataclass
 class LoadedCritic:
     model: Any
-    processor: Any
-    spec: CriticSpec
+    processor: Any  # with ``.tokenizer``
+    backbone: CriticBackbone
     label_token_ids: dict[str, int]
     device: Any
     frame_size: tuple[int, int] | None = None
@@ -124,22 +206,13 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_processor(model: str):
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(model)
-
-
-def load_base_model(model: str, device: str | Any = "cpu", dtype: Any = None):
-    """``AutoModelForImageTextToText`` (the model WITH its language-model head) on ``device``."""
+def resolve_dtype(dtype: Any, device: Any) -> Any:
+    """``dtype`` as a torch dtype; by default float32 on CPU and bfloat16 on an accelerator."""
     import torch
-    from transformers import AutoModelForImageTextToText
 
     if dtype is None:
-        dtype = torch.float32 if str(device).startswith("cpu") else torch.bfloat16
-    elif isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    return AutoModelForImageTextToText.from_pretrained(model, dtype=dtype).to(device)
+        return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
 
 def load_critic(
@@ -153,13 +226,10 @@ def load_critic(
     is_trainable: bool = False,
 ) -> LoadedCritic:
     """Load a critic: the base ``model`` (hub id or local dir), plus a PEFT ``adapter`` dir when given."""
-    spec = get_spec(backbone)
+    family = get_backbone(backbone)
     device = device or default_device()
-    processor = load_processor(model)
-    net = load_base_model(model, device, dtype)
-    model_type = getattr(net.config, "model_type", "")
-    if spec.model_types and model_type not in spec.model_types:
-        raise ValueError(f"critic {model}: model_type {model_type!r} is not a {backbone} model ({spec.model_types})")
+    processor = family.load_processor(model)
+    net = family.load_model(model, device, resolve_dtype(dtype, device))
     if adapter is not None:
         from peft import PeftModel
 
@@ -168,17 +238,15 @@ def load_critic(
         net = PeftModel.from_pretrained(net, adapter, is_trainable=is_trainable).to(device)
     if not is_trainable:
         net.eval()
-    return LoadedCritic(net, processor, spec, spec.label_token_ids(processor), device, frame_size)
+    return LoadedCritic(net, processor, family, family.label_token_ids(processor), device, frame_size)
 
 
-def _as_videos(videos: Sequence[np.ndarray]) -> list[np.ndarray]:
+def _checked_videos(videos: Sequence[np.ndarray]) -> list[np.ndarray]:
     out = []
     for i, v in enumerate(videos):
         a = np.asarray(v)
         if a.dtype != np.uint8 or a.ndim != 4 or a.shape[-1] != 3:
             raise ValueError(f"video {i}: expected uint8 [T,H,W,3], got {a.dtype} {a.shape}")
-        if a.shape[0] % 2:  # the temporal patch is 2 frames: repeat the last frame, as the processor would
-            a = np.concatenate([a, a[-1:]], axis=0)
         out.append(a)
     return out
 
@@ -203,26 +271,15 @@ def encode_batch(
         )
     if n == 0:
         raise ValueError("encode_batch: empty batch")
-    spec, proc = loaded.spec, loaded.processor
-    tok = proc.tokenizer
-    prompts = [spec.prompt_text(proc, c, d) for c, d in zip(captions, dimensions)]
+    family, proc = loaded.backbone, loaded.processor
+    prompts = [family.prompt_text(proc, c, d) for c, d in zip(captions, dimensions)]
     training = answers is not None
-    texts = [p + a + spec.end_of_turn for p, a in zip(prompts, answers)] if training else prompts
-    vids = _as_videos(videos)
-    kwargs = spec.video_kwargs(loaded.frame_size)
-    if spec.extra_video_inputs:
-        kwargs["fps"] = spec.default_fps
-    old_side = tok.padding_side
-    tok.padding_side = "right" if training else "left"
-    try:
-        enc = proc(text=texts, videos=vids, padding=True, return_tensors="pt", videos_kwargs=kwargs)
-    finally:
-        tok.padding_side = old_side
-    inputs = dict(enc)
+    texts = [p + a + family.end_of_turn for p, a in zip(prompts, answers)] if training else prompts
+    inputs = family.encode(proc, _checked_videos(videos), texts,
+                           padding_side="right" if training else "left", frame_size=loaded.frame_size)
     if training:
-        inputs["labels"] = answer_labels(inputs["input_ids"], inputs["attention_mask"], [
-            tok(a + spec.end_of_turn, add_special_tokens=False)["input_ids"] for a in answers
-        ])
+        inputs["labels"] = answer_labels(inputs["input_ids"], inputs["attention_mask"],
+                                         [family.answer_token_ids(proc, a) for a in answers])
     return inputs
 
 
@@ -304,5 +361,3 @@ def critic_id(model: str, adapter_dir: str | None) -> str:
     else:
         h.update(b"no-adapter")
     return h.hexdigest()[:16]
-
-

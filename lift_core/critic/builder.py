@@ -1,11 +1,11 @@
-"""A tiny Qwen2-VL-architecture critic (or Qwen2.5-VL), built locally and saved as a normal model directory.
+"""A tiny critic of a registered backbone's architecture, built locally and saved as a normal model directory.
 
 Nothing is downloaded: the tokenizer is a byte-level BPE trained here (``tokenizers``) on a corpus
 of LiFT's questions, the answer format and the synthetic caption grammar, so ``Good``, ``Normal``
-and ``Bad`` are single tokens. The model is ``Qwen2VLForConditionalGeneration`` from a small config
-with random weights. Model, tokenizer, image/video processors and a Qwen-style chat template are
-written with ``save_pretrained``, so ``load_critic`` loads the directory exactly as it loads
-``Qwen/Qwen2-VL-2B-Instruct`` (``AutoProcessor`` + ``AutoModelForImageTextToText``).
+and ``Bad`` are single tokens. The backbone named by ``critic.build_tiny.architecture`` makes the
+random model, its processor and chat template from the small config (``CriticBackbone.build_tiny``;
+Qwen2-VL and Qwen2.5-VL can). Everything is written with ``save_pretrained``, so ``load_critic``
+loads the directory exactly as it loads ``Qwen/Qwen2-VL-2B-Instruct``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import uuid
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from lift_core import storage
 from lift_core.config import DIMENSIONS, LABELS, PipelineConfig, TinyCriticConfig
@@ -23,33 +23,6 @@ from lift_core.config import DIMENSIONS, LABELS, PipelineConfig, TinyCriticConfi
 log = logging.getLogger("lift.critic")
 
 BUILD_RECORD = "lift_tiny_critic.json"  # what the builder wrote: its config and parameter count
-
-SPECIAL_TOKENS: tuple[str, ...] = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-
-# A minimal Qwen-style template: each turn is <|im_start|>role\n...<|im_end|>\n; a video content
-# item becomes <|vision_start|><|video_pad|><|vision_end|>, which the processor expands to one
-# <|video_pad|> per merged video patch.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif content['type'] == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}"
-    "{% endif %}{% endfor %}{% endif %}"
-    "<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 # Generic words of video descriptions and critiques, so captions beyond the synthetic grammar
 # still get sensible pieces (anything else falls back to bytes).
@@ -99,8 +72,10 @@ def tokenizer_corpus() -> Iterator[str]:
     yield _GENERIC
 
 
-def train_tokenizer(vocab_size: int):
-    """A byte-level BPE ``PreTrainedTokenizerFast`` with Qwen's special tokens; labels are single tokens."""
+def train_tokenizer(vocab_size: int, special_tokens: Sequence[str], *, eos_token: str, pad_token: str,
+                    chat_template: str):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with a backbone's special tokens and chat template,
+    trained on ``tokenizer_corpus``; the labels come out as single tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -111,21 +86,21 @@ def train_tokenizer(vocab_size: int):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=1,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
+        eos_token=eos_token,
+        pad_token=pad_token,
         unk_token=None,
-        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+        additional_special_tokens=[t for t in special_tokens if t != pad_token],
         model_max_length=4096,
         padding_side="left",
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     for label in LABELS:
         ids = fast(label, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
@@ -133,97 +108,18 @@ def train_tokenizer(vocab_size: int):
     return fast
 
 
-def mrope_section(head_dim: int) -> list[int]:
-    """Qwen2-VL's temporal/height/width split of the rotary half-dimension (16:24:24 for head 128)."""
-    half = head_dim // 2
-    t = half // 4
-    h = (half - t) // 2
-    return [t, h, half - t - h]
-
-
-def model_config(cfg: TinyCriticConfig, tokenizer):
-    """A ``Qwen2VLConfig`` (or ``Qwen2_5_VLConfig``) of the tiny sizes, with the tokenizer's special ids."""
-    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
-
-    if cfg.hidden_size % cfg.num_attention_heads:
-        raise ValueError("critic.build_tiny.hidden_size must be a multiple of num_attention_heads")
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_hidden_layers": cfg.num_hidden_layers,
-        "num_attention_heads": cfg.num_attention_heads,
-        "num_key_value_heads": cfg.num_key_value_heads,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "tie_word_embeddings": cfg.tie_word_embeddings,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta, "mrope_section": mrope_section(head_dim)},
-        "bos_token_id": ids["<|im_start|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
-    }
-    patches = {"patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}
-    if cfg.architecture == "qwen2.5-vl":
-        vision = {
-            "depth": cfg.vision_depth,
-            "hidden_size": cfg.vision_embed_dim,
-            "intermediate_size": cfg.vision_embed_dim * cfg.vision_mlp_ratio,
-            "num_heads": cfg.vision_num_heads,
-            "out_hidden_size": cfg.hidden_size,  # the merger's output: the text model's width
-            "fullatt_block_indexes": [cfg.vision_depth - 1],
-            "window_size": 112,
-            "tokens_per_second": 4,
-            **patches,
-        }
-        config_cls = Qwen2_5_VLConfig
-    else:
-        vision = {
-            "depth": cfg.vision_depth,
-            "embed_dim": cfg.vision_embed_dim,
-            "hidden_size": cfg.hidden_size,  # the merger's output: the text model's width
-            "num_heads": cfg.vision_num_heads,
-            "mlp_ratio": cfg.vision_mlp_ratio,
-            **patches,
-        }
-        config_cls = Qwen2VLConfig
-    return config_cls(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=cfg.tie_word_embeddings,
-    )
-
-
 def build_tiny_critic(out_dir: str, cfg: TinyCriticConfig) -> str:
     """Build the tiny critic into the local directory ``out_dir`` (written atomically); returns it."""
     import torch
-    from transformers import (
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+
+    from lift_core.critic.backbone import get_backbone
 
     if storage.local_path(out_dir) is None:
         raise ValueError(f"critic.model must be a local directory to build a tiny critic into, got {out_dir}")
     out_dir = os.path.abspath(out_dir)
-    tokenizer = train_tokenizer(cfg.vocab_size)
-    config = model_config(cfg, tokenizer)
+    # Seeded here, so a backbone's build_tiny need not: the random weights follow build_tiny.seed.
     torch.manual_seed(cfg.seed)
-    qwen25 = cfg.architecture == "qwen2.5-vl"
-    model = (Qwen2_5_VLForConditionalGeneration if qwen25 else Qwen2VLForConditionalGeneration)(config).eval()
-    processor = (Qwen2_5_VLProcessor if qwen25 else Qwen2VLProcessor)(
-        image_processor=Qwen2VLImageProcessor(),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
-        chat_template=CHAT_TEMPLATE,
-    )
+    model, processor = get_backbone(cfg.architecture).build_tiny(cfg)
     tmp = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
     record = {"built_by": "lift_core.critic.builder", "config": cfg.model_dump(mode="json"),
               "parameters": sum(p.numel() for p in model.parameters())}

@@ -149,23 +149,6 @@ def local_copy(uri: str) -> str:
     return dest
 
 
-class _FirstTokenIsLabel:
-    """A logits processor: the first generated token must be one of the label tokens."""
-
-    def __init__(self, prompt_len: int, label_ids: Sequence[int]):
-        self.prompt_len = prompt_len
-        self.label_ids = list(label_ids)
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        if input_ids.shape[1] != self.prompt_len:
-            return scores
-        masked = torch.full_like(scores, float("-inf"))
-        masked[:, self.label_ids] = scores[:, self.label_ids]
-        return masked
-
-
 class CriticScorer:
     """The critic loaded once; scores batches of decoded videos.
 
@@ -213,14 +196,13 @@ class CriticScorer:
 
     # ------------------------------------------------------------------ scoring
     def _encode(self, frames: Sequence[np.ndarray], captions: Sequence[str]):
-        from lift_core.critic.backbone import encode_batch
+        from lift_core.critic.backbone import encode_batch, to_device
 
         # One row per (video, question), video-major: row 3*i + j is video i, dimension j.
         videos = [f for f in frames for _ in DIMENSIONS]
         caps = [c for c in captions for _ in DIMENSIONS]
         dims = [d for _ in frames for d in DIMENSIONS]
-        inputs = encode_batch(self.loaded, videos, caps, dims)
-        return {k: (v.to(self.loaded.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
+        return to_device(encode_batch(self.loaded, videos, caps, dims), self.loaded.device)
 
     def score(
         self, frames: Sequence[np.ndarray], captions: Sequence[str], rationale: bool | None = None
@@ -248,29 +230,20 @@ class CriticScorer:
         import torch
 
         with torch.inference_mode():
-            # Only the last position's logits: the full [B, L, vocab] tensor is huge on real models.
-            out = self.loaded.model(**inputs, logits_to_keep=1, use_cache=False)
-        return label_probabilities(out.logits[:, -1], self.label_ids)
+            logits = self.loaded.backbone.answer_logits(self.loaded.model, inputs)
+        return label_probabilities(logits, self.label_ids)
 
     def _generate(self, inputs: dict) -> tuple[np.ndarray, list[str | None]]:
         import torch
-        from transformers import LogitsProcessorList
 
-        tok = self.loaded.processor.tokenizer
-        prompt_len = int(inputs["input_ids"].shape[1])
         with torch.inference_mode():
-            out = self.loaded.model.generate(
-                **inputs,
-                do_sample=False,
-                max_new_tokens=max(1, int(self.score_cfg.max_new_tokens)),
-                logits_processor=LogitsProcessorList([_FirstTokenIsLabel(prompt_len, self.label_ids)]),
-                output_logits=True,
-                return_dict_in_generate=True,
-                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            # The first token is forced to be a label, so the reason explains the reported label.
+            first_logits, texts = self.loaded.backbone.generate(
+                self.loaded.model, self.loaded.processor, inputs,
+                first_token_ids=self.label_ids, max_new_tokens=self.score_cfg.max_new_tokens,
             )
         # The raw logits of the first generated step are the first-answer-position logits.
-        probs = label_probabilities(out.logits[0], self.label_ids)
-        texts = tok.batch_decode(out.sequences[:, prompt_len:], skip_special_tokens=True)
+        probs = label_probabilities(first_logits, self.label_ids)
         labels = [LABELS[i] for i in probs.argmax(axis=1)]
         return probs, [_reason_of(label, text) for label, text in zip(labels, texts)]
 

@@ -1,17 +1,20 @@
-"""The tiny critic builder, the backbone interface (loading, batches, label tokens) and critic ids."""
+"""The tiny critic builder, the backbone interface (loading, batches, label tokens), the backbone registry
+and critic ids."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from lift_core.config import LABELS
-from lift_core.critic.backbone import IGNORE_INDEX, critic_id, encode_batch, get_spec, load_critic
+from lift_core.critic.backbone import IGNORE_INDEX, critic_id, encode_batch, get_backbone, load_critic
 from lift_core.critic.prompts import QUESTIONS
 
 CAPTIONS = ["one red circle moving left", "three blue triangles moving up", "two green squares moving down"]
@@ -37,8 +40,7 @@ def test_built_dir_is_a_normal_model_dir(tiny_critic_dir, loaded_critic):
 
 
 def test_chat_template_puts_video_then_caption_then_question(loaded_critic):
-    spec = loaded_critic.spec
-    text = spec.prompt_text(loaded_critic.processor, CAPTIONS[0], "motion")
+    text = loaded_critic.backbone.prompt_text(loaded_critic.processor, CAPTIONS[0], "motion")
     assert text == ("<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>"
                     f"{CAPTIONS[0]} {QUESTIONS['motion']}<|im_end|>\n<|im_start|>assistant\n")
 
@@ -86,7 +88,7 @@ def test_training_batch_masks_everything_but_the_answer(loaded_critic):
 
 def test_unknown_backbone_and_wrong_model_type(tiny_critic_dir):
     with pytest.raises(ValueError, match="unknown critic backbone"):
-        get_spec("llava-9000")
+        get_backbone("llava-9000")
     with pytest.raises(ValueError, match="not a qwen2.5-vl model"):
         load_critic(tiny_critic_dir, backbone="qwen2.5-vl", device="cpu")
 
@@ -170,3 +172,84 @@ def test_changed_build_tiny_values_rebuild_the_tiny_critic(tmp_path, tiny_cfg):
     from transformers import AutoConfig
 
     assert AutoConfig.from_pretrained(path).text_config.num_hidden_layers == 3
+
+
+# --------------------------------------------------------------------------- the registry
+@pytest.fixture
+def registered():
+    """Registers the backbones a test builds, and forgets them after it."""
+    from lift_core.critic.backbone import BACKBONES, register_backbone
+
+    names = []
+
+    def register(backbone):
+        names.append(backbone.name)
+        return register_backbone(backbone)
+
+    yield register
+    for name in names:
+        BACKBONES.pop(name, None)
+
+
+def test_a_registered_backbone_is_selectable_from_config(registered, tiny_critic_dir):
+    from lift_core.config import config_from_dict
+    from lift_core.critic.backbones.qwen2_vl import Qwen2VL
+
+    class QuestionBeforeVideo(Qwen2VL):
+        """Qwen2-VL, asked the caption and question before it sees the video."""
+
+        name = "qwen2-vl-question-first"
+
+        def messages(self, caption, dimension):
+            turn = super().messages(caption, dimension)
+            turn[0]["content"].reverse()
+            return turn
+
+    registered(QuestionBeforeVideo())
+    cfg = config_from_dict({"critic": {"backbone": "qwen2-vl-question-first"}})
+    loaded = load_critic(tiny_critic_dir, backbone=cfg.critic.backbone, device="cpu", frame_size=(56, 56))
+    assert isinstance(loaded.backbone, QuestionBeforeVideo)
+    text = loaded.backbone.prompt_text(loaded.processor, CAPTIONS[0], "motion")
+    assert text == (f"<|im_start|>user\n{CAPTIONS[0]} {QUESTIONS['motion']}"
+                    "<|vision_start|><|video_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\n")
+    batch = encode_batch(loaded, _videos(2), CAPTIONS[:2], ["motion", "semantic"])
+    assert (batch["attention_mask"][:, -1] == 1).all()  # left padding: the same for every backbone
+    with torch.no_grad():
+        logits = loaded.backbone.answer_logits(loaded.model, batch)
+    assert logits.shape == (2, loaded.model.config.get_text_config().vocab_size)
+    # It inherits Qwen2-VL's tiny build, so it is also a tiny architecture.
+    assert config_from_dict({"critic": {"build_tiny": {"architecture": "qwen2-vl-question-first"}}})
+
+
+def test_unknown_names_fail_at_config_load_with_the_known_ones(registered):
+    from lift_core.config import ConfigError, config_from_dict
+    from lift_core.critic.backbones.auto_vlm import AutoVideoVLM
+
+    class LlavaOneVision(AutoVideoVLM):
+        """A transformers-native backbone with no tiny build."""
+
+        name = "llava-onevision"
+        end_of_turn = "<|im_end|>"
+        model_types = ("llava_onevision",)
+
+    with pytest.raises(ConfigError, match=r"critic\.backbone.*unknown critic backbone 'llava-onevision'; "
+                                          r"known: \['qwen2-vl', 'qwen2\.5-vl'\]"):
+        config_from_dict({"critic": {"backbone": "llava-onevision"}})
+    registered(LlavaOneVision())
+    assert config_from_dict({"critic": {"backbone": "llava-onevision"}}).critic.backbone == "llava-onevision"
+    with pytest.raises(ConfigError, match=r"critic backbone 'llava-onevision' cannot build a tiny model; "
+                                          r"these can: \['qwen2-vl', 'qwen2\.5-vl'\]"):
+        config_from_dict({"critic": {"build_tiny": {"architecture": "llava-onevision"}}})
+    with pytest.raises(ConfigError, match=r"known: \['llava-onevision', 'qwen2-vl', 'qwen2\.5-vl'\]"):
+        config_from_dict({"critic": {"backbone": "qwen3-vl"}})
+    with pytest.raises(ConfigError, match=r"t2v\.family.*unknown t2v\.family 'sora'; known: \['cogvideox'\]"):
+        config_from_dict({"t2v": {"family": "sora"}})
+
+
+def test_the_registry_loads_no_model_code_on_import():
+    code = ("import sys; from lift_core.config import config_from_dict; "
+            "config_from_dict({'critic': {'backbone': 'qwen2.5-vl'}, 't2v': {'family': 'cogvideox'}}); "
+            "import lift_core.critic.backbone; "
+            "heavy = [m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
