@@ -1,6 +1,6 @@
 """Scoring on Ray Data: frames Parquet -> critic actor pool -> score shards -> one ``scores.parquet``.
 
-- The critic is loaded once per actor (``ActorPoolStrategy``), with ``score.num_gpus_per_actor``.
+- The critic is loaded once per actor (``lift_core.distributed.actor_pool``), with ``score.num_gpus_per_actor``.
 - Frames stream from Parquet through the actors; only the small score rows reach the driver, which
   writes them as atomic shards of ``score.rows_per_shard`` rows. Memory stays flat as videos grow.
 - Resume: shards of a killed run stay; a restart skips every (``video_id``, ``critic_id``) already in
@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any, Iterable
 
@@ -127,12 +126,13 @@ def score_to_shards(
     """Score the videos of ``todo`` (``video_id``, ``uri``, ``caption``, ``source``) found in the frames.
 
     Frames rows not in ``todo`` (already scored, or not selected) pass the actors unscored.
-    Returns the number of score rows written to shards and quarantine rows for unusable frames.
+    Returns the number of score rows written to shards and quarantine rows for unusable frames;
+    raises when the actors returned fewer rows than ``todo`` has (a rerun resumes).
     """
     import ray
-    from ray.data import ActorPoolStrategy
 
     from lift_core.critic.scoring import CriticScorer
+    from lift_core.distributed.actor_pool import ActorPool, map_on_actor_pool, shard_name, shard_run_id
     from lift_core.distributed.ray_runtime import ensure_ray
 
     progress = resolve(progress)
@@ -144,9 +144,10 @@ def score_to_shards(
     # disk) when the task ends, so this bounds both the memory in flight and the work lost to a kill.
     ds = _frames_dataset(frames_uris).select_columns(["video_id", "frames"])
     ds = ds.repartition(target_num_rows_per_block=max(s.batch_size, s.rows_per_shard))
-    scored = ds.map_batches(
+    scored = map_on_actor_pool(
+        ds,
         CriticScorer,
-        fn_constructor_kwargs={
+        {
             "adapter": adapter_uri,
             "model": model,
             "critic": cfg.critic,
@@ -154,20 +155,20 @@ def score_to_shards(
             "frame_size": (cfg.decode.height, cfg.decode.width),
             "rationale": rationale,
             "metadata": ray.put(todo.select(["video_id", "uri", "caption", "source"])),
-            "num_threads": max(1, int(s.num_cpus_per_actor)),
         },
+        pool=ActorPool(s.num_actors, s.num_cpus_per_actor, s.num_gpus_per_actor),
         batch_size=s.batch_size,
-        batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=max(1, s.num_actors)),
-        num_gpus=s.num_gpus_per_actor or None,
-        num_cpus=s.num_cpus_per_actor,
+        expected_rows=todo.num_rows,  # every todo row has frames: fewer back means rows were lost
+        what="scoring",
+        result_rows=s.rows_per_shard,
+        ray_config=cfg.ray,
     )
     shards = shards_dir_for(scores_uri)
     storage.makedirs(shards)
     # Names sort in time order across runs, so compaction can let the newest row of a pair win.
-    run = f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
+    run = shard_run_id()
     written, failed = 0, []
-    for seq, batch in enumerate(scored.iter_batches(batch_size=s.rows_per_shard, batch_format="pyarrow")):
+    for seq, batch in enumerate(scored):
         bad = pc.is_valid(batch.column("error"))
         failed.extend(
             quarantine_row(r["uri"], "score", r["error"], r["video_id"])
@@ -175,7 +176,7 @@ def score_to_shards(
         )
         good = batch.filter(pc.invert(bad)).drop_columns(["error"])
         if good.num_rows:
-            storage.write_table(storage.join(shards, f"part-{run}-{seq:06d}.parquet"), good.cast(SCORES_SCHEMA))
+            storage.write_table(storage.join(shards, shard_name(run, seq)), good.cast(SCORES_SCHEMA))
             written += good.num_rows
         progress(min((written + len(failed)) / todo.num_rows, 1.0), f"scored {written}/{todo.num_rows} videos")
     return written, failed

@@ -15,8 +15,9 @@ Layout (safetensors shards, any fsspec root)::
 - The latent cache stores the VAE's latent *distribution* (mean and log-variance), so training still
   samples a fresh latent per step as diffusers' ``train_cogvideox_lora.py`` does.
 
-Filling runs on a Ray Data actor pool (``CacheEncoder``): videos are decoded to the T2V shape with
-``lift_core.video.io.read_video``; an undecodable video becomes a quarantine row, never a silent drop.
+Filling runs on a Ray Data actor pool (``CacheEncoder`` on ``lift_core.distributed.actor_pool``): videos
+are decoded to the T2V shape with ``lift_core.video.io.read_video``; an undecodable video becomes a
+quarantine row, never a silent drop.
 """
 
 from __future__ import annotations
@@ -315,40 +316,32 @@ def fill_cache(
     progress(0.0, f"cache: {report.videos_cached} latents and {report.texts_cached} embeddings hit, {len(jobs)} to encode")
     if not jobs:
         return report
-    import ray
-    from ray.data import ActorPoolStrategy
+    from lift_core.distributed.actor_pool import ActorPool, map_on_actor_pool
 
-    from lift_core.distributed.ray_runtime import ensure_ray
-
-    ensure_ray(cfg.ray)
     a = cfg.align
-    ds = ray.data.from_arrow(pa.Table.from_pylist(jobs, schema=CACHE_JOB_SCHEMA))
-    out = ds.map_batches(
+    results = map_on_actor_pool(
+        pa.Table.from_pylist(jobs, schema=CACHE_JOB_SCHEMA),
         CacheEncoder,
-        fn_constructor_kwargs={
+        {
             "model": model,
             "t2v": cfg.t2v.model_dump(mode="json"),
             "ns": {"root": ns.root, "latents": ns.latents, "text": ns.text},
             "num_gpus": a.cache_num_gpus_per_actor,
-            "num_threads": max(1, int(a.cache_num_cpus_per_actor)),
         },
+        pool=ActorPool(a.cache_num_actors, a.cache_num_cpus_per_actor, a.cache_num_gpus_per_actor),
         batch_size=batch_size,
-        batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=max(1, a.cache_num_actors)),
-        num_gpus=a.cache_num_gpus_per_actor or None,
-        num_cpus=a.cache_num_cpus_per_actor,
+        expected_rows=len(jobs),
+        what="cache",
+        ray_config=cfg.ray,
     )
-    done = 0
-    for row in out.iter_rows():
-        done += 1
-        if row["error"]:
-            report.failed.append({"key": row["key"], "uri": row["uri"], "error": row["error"]})
-        elif row["kind"] == "video":
-            report.videos_encoded += 1
-        else:
-            report.texts_encoded += 1
-    if done < len(jobs):
-        raise RuntimeError(f"cache: {done} of {len(jobs)} encodings came back; rerun to resume")
+    for batch in results:
+        for row in batch.to_pylist():
+            if row["error"]:
+                report.failed.append({"key": row["key"], "uri": row["uri"], "error": row["error"]})
+            elif row["kind"] == "video":
+                report.videos_encoded += 1
+            else:
+                report.texts_encoded += 1
     progress(1.0, f"cache: encoded {report.videos_encoded} videos and {report.texts_encoded} captions")
     return report
 

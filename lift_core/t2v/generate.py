@@ -2,7 +2,7 @@
 
 - Each (prompt, index) pair has a fixed seed (``prompt_seed``), so a rerun, another actor count or
   another machine makes the same video; evaluation generates base and aligned with the same seeds.
-- The pipeline is loaded once per actor (``ActorPoolStrategy``, ``generate.num_gpus_per_actor``).
+- The pipeline is loaded once per actor (``lift_core.distributed.actor_pool``, ``generate.num_gpus_per_actor``).
 - Rows reach the driver and are written as atomic shards; a restarted run skips every pair already in
   a shard (resume), then compacts the shards into ``generated.parquet``.
 - ``generated.parquet`` has the manifest columns (``source="generated"``, ``video_id`` = content hash
@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from typing import Any, Iterable
 
 import numpy as np
@@ -263,17 +262,13 @@ def generate_jobs(
     progress(0.0, f"{len(jobs)} videos: {len(jobs) - len(todo)} already generated, {len(todo)} to generate")
     written = 0
     if todo:
-        import ray
-        from ray.data import ActorPoolStrategy
+        from lift_core.distributed.actor_pool import ActorPool, map_on_actor_pool, shard_name, shard_run_id
 
-        from lift_core.distributed.ray_runtime import ensure_ray
-
-        ensure_ray(cfg.ray)
         g = cfg.generate
-        ds = ray.data.from_arrow(pa.Table.from_pylist(todo))
-        out = ds.map_batches(
+        out = map_on_actor_pool(
+            pa.Table.from_pylist(todo),
             T2VGenerator,
-            fn_constructor_kwargs={
+            {
                 "model": model,
                 "t2v": cfg.t2v.model_dump(mode="json"),
                 "videos_uri": storage.join(out_uri, "videos"),
@@ -281,24 +276,23 @@ def generate_jobs(
                 "weights": weights,
                 "base_tag": base_tag,
                 "num_gpus": g.num_gpus_per_actor,
-                "num_threads": max(1, int(g.num_cpus_per_actor)),
             },
-            batch_size=max(1, g.batch_size),
-            batch_format="pyarrow",
-            compute=ActorPoolStrategy(size=max(1, g.num_actors)),
-            num_gpus=g.num_gpus_per_actor or None,
-            num_cpus=g.num_cpus_per_actor,
+            pool=ActorPool(g.num_actors, g.num_cpus_per_actor, g.num_gpus_per_actor),
+            batch_size=g.batch_size,
+            expected_rows=len(todo),
+            what="generation",
+            result_rows=SHARD_ROWS,
+            ray_config=cfg.ray,
         )
         parts = _parts_dir(out_uri)
-        run = uuid.uuid4().hex[:8]
-        for seq, batch in enumerate(out.iter_batches(batch_size=SHARD_ROWS, batch_format="pyarrow")):
+        # Names sort in time order across runs, so in compaction the last written row of a job wins.
+        run = shard_run_id()
+        for seq, batch in enumerate(out):
             if batch.num_rows == 0:
                 continue
-            storage.write_table(storage.join(parts, f"part-{run}-{seq:05d}.parquet"), batch.cast(GENERATED_SCHEMA))
+            storage.write_table(storage.join(parts, shard_name(run, seq)), batch.cast(GENERATED_SCHEMA))
             written += batch.num_rows
             progress(min(written / len(todo), 1.0), f"generated {written}/{len(todo)} videos")
-        if written < len(todo):
-            raise RuntimeError(f"generated {written} of {len(todo)} videos; rerun to resume the rest")
     table = compact(out_uri, generated_uri)
     return table, written
 
