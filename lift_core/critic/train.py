@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -35,17 +35,15 @@ from lift_core.config import DIMENSIONS, LABELS, PipelineConfig
 from lift_core.progress import ProgressFn, resolve
 from lift_core.schemas import QUARANTINE_SCHEMA, rows_to_table
 from lift_core.train import Callback, DataOrder, LoopSettings, TrainModel, WorkerContext, fit, latest_checkpoint
+from lift_core.train.loop import loss_trend, training_fingerprint
 from lift_core.train.outputs import write_dir
 from lift_core.train.trainable import adapter_state, load_adapter_state
 
 log = logging.getLogger("lift.critic")
 
 STAGE = "train_critic"
-# Fields that decide how a run executes, not what it computes: left out of the stage key, so a rerun
-# with another world size finds and resumes the same run.
+# Critic fields that decide how a run executes, not what it computes (left out of the stage key).
 EXECUTION_FIELDS = {"cpus_per_worker", "max_failures", "keep_checkpoints", "eval_batch_size"}
-EXECUTION_TRAIN_FIELDS = {"num_workers", "use_gpu", "run_name", "checkpoint_every"}
-
 PREDICTIONS_SCHEMA = pa.schema(
     [
         ("video_id", pa.string()),
@@ -61,12 +59,7 @@ PREDICTIONS_SCHEMA = pa.schema(
 
 
 def critic_fingerprint(cfg: PipelineConfig) -> str:
-    c = cfg.critic.model_dump(mode="json")
-    for k in EXECUTION_FIELDS:
-        c.pop(k, None)
-    for k in EXECUTION_TRAIN_FIELDS:
-        c["train"].pop(k, None)
-    return storage.hash_parts(c)
+    return training_fingerprint(cfg.critic, EXECUTION_FIELDS)
 
 
 def truncate_reason(tokenizer: Any, reason: str, max_tokens: int) -> str:
@@ -270,12 +263,6 @@ class CriticLoraRecipe:
         storage.write_table(config["predictions_uri"], pa.Table.from_pylist(preds, schema=PREDICTIONS_SCHEMA))
 
 
-def loop_settings(cfg: PipelineConfig) -> LoopSettings:
-    c = cfg.critic
-    return LoopSettings.from_config(c.train, cpus_per_worker=c.cpus_per_worker, max_failures=c.max_failures,
-                                    keep_checkpoints=c.keep_checkpoints)
-
-
 # --------------------------------------------------------------------------- the stage
 def _split_rows(examples: list[Any], split: str) -> list[dict[str, Any]]:
     return [e.to_dict() for e in examples if e.split == split]
@@ -308,7 +295,7 @@ def plan_training(cfg: PipelineConfig, manifest_uri: str, frames_uri: str) -> Tr
     from lift_core.critic.dataset import FrameStore, drop_without_frames, frames_index, load_examples
 
     key, out = stage_out(cfg, manifest_uri, frames_uri)
-    settings = loop_settings(cfg)
+    settings = LoopSettings.for_stage(cfg.critic)
     settings.micro_batch(settings.num_workers, "critic.train")  # fail before any work on an uneven split
     model = ensure_critic_base(cfg)
     examples, quarantine = load_examples(manifest_uri)
@@ -361,7 +348,7 @@ def run_train_critic(
     ``predictions``, ``train_log``, ``quarantine``; ``StageResult.metrics`` is metrics.json.
     ``callbacks`` run inside the training loop on every worker (they must pickle)."""
     from lift_core.critic.backbone import critic_id
-    from lift_core.metrics.agreement import agreement_report
+    from lift_core.metrics.agreement import agreement_from_predictions
 
     progress = resolve(progress)
     key, out = stage_out(cfg, manifest_uri, frames_uri)
@@ -385,11 +372,10 @@ def run_train_critic(
     result = storage.read_json(storage.join(out, "train_result.json"))
     preds = storage.read_table(outputs["predictions"]).to_pylist()
     train_labels = {d: [e["label"] for e in train if e["dimension"] == d] for d in DIMENSIONS}
-    metrics = _agreement(preds, "test", train_labels, cfg.critic.label_values, agreement_report)
+    metrics = agreement_from_predictions(preds, "test", train_labels, cfg.critic.label_values)
     if any(p["split"] == "val" for p in preds):
-        metrics["val"] = _agreement(preds, "val", train_labels, cfg.critic.label_values, agreement_report)
+        metrics["val"] = agreement_from_predictions(preds, "val", train_labels, cfg.critic.label_values)
     log_table = storage.read_table(outputs["train_log"]).to_pylist()
-    k = max(1, min(10, len(log_table) // 4))
     metrics.update({
         "critic_id": critic_id(plan.model, storage.local_path(outputs["adapter"]) or outputs["adapter"]),
         "base_model": plan.model,
@@ -397,9 +383,8 @@ def run_train_critic(
         "n_train": len(train),
         "steps": len(log_table),
         "resumed_from_step": int(result["resumed_from_step"]),
-        "loss_first": float(np.mean([r["loss"] for r in log_table[:k]])),
-        "loss_last": float(np.mean([r["loss"] for r in log_table[-k:]])),
-        "train_label_accuracy_last": float(np.mean([r["label_accuracy"] for r in log_table[-k:]])),
+        **loss_trend(log_table),
+        "train_label_accuracy_last": loss_trend(log_table, "label_accuracy")["label_accuracy_last"],
         "train_seconds": round(train_s, 2),
     })
     storage.write_json(outputs["metrics"], metrics)
@@ -409,12 +394,3 @@ def run_train_critic(
     progress(1.0, "critic trained")
     return storage.mark_success(storage.StageResult(STAGE, key, out, outputs, counts, metrics))
 
-
-def _agreement(preds: list[dict[str, Any]], split: str, train_labels: dict[str, list[str]],
-               label_values: dict[str, float], report_fn: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    rows = [p for p in preds if p["split"] == split]
-    true = {d: [p["label"] for p in rows if p["dimension"] == d] for d in DIMENSIONS}
-    probs = {d: np.array([[p["p_good"], p["p_normal"], p["p_bad"]] for p in rows if p["dimension"] == d]).reshape(-1, 3)
-             for d in DIMENSIONS}
-    true = {d: v for d, v in true.items() if v}
-    return report_fn(true, probs, train_labels, label_values, n_test=len({p["video_id"] for p in rows}))

@@ -167,3 +167,16 @@ def agreement_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             "confusion (rows human G/N/B, cols critic)": str(m["confusion"]),
         })
     return rows
+
+
+def agreement_from_predictions(preds: Sequence[Mapping[str, Any]], split: str,
+                               train_labels: Mapping[str, Sequence[str]],
+                               label_values: Mapping[str, float]) -> dict[str, Any]:
+    """``agreement_report`` of the prediction rows of one split (rows of ``video_id``, ``split``,
+    ``dimension``, ``label`` and ``p_good``/``p_normal``/``p_bad``, as critic training writes them)."""
+    rows = [p for p in preds if p["split"] == split]
+    true = {d: [p["label"] for p in rows if p["dimension"] == d] for d in DIMENSIONS}
+    probs = {d: np.array([[p["p_good"], p["p_normal"], p["p_bad"]] for p in rows if p["dimension"] == d]).reshape(-1, 3)
+             for d in DIMENSIONS}
+    return agreement_report({d: v for d, v in true.items() if v}, probs, train_labels, label_values,
+                            n_test=len({p["video_id"] for p in rows}))

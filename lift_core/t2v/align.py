@@ -27,7 +27,7 @@ import pyarrow as pa
 from lift_core import storage
 from lift_core.config import PipelineConfig
 from lift_core.train import Callback, DataOrder, LoopSettings, TrainModel, WorkerContext, fit, latest_checkpoint
-from lift_core.train.loop import log_schema
+from lift_core.train.loop import log_schema, loss_trend, training_fingerprint
 from lift_core.train.outputs import write_dir
 from lift_core.train.trainable import adapter_state, full_state, load_adapter_state, load_full_state
 from lift_core.progress import ProgressFn, resolve
@@ -47,22 +47,16 @@ SAMPLES_SCHEMA = pa.schema(
         ("weight", pa.float64()),
     ]
 )
-# Config fields that decide how a run executes, not what it computes: left out of the stage key, so a
-# rerun with another world size (or cache location) finds and resumes the same run.
+# Align fields that decide how a run executes, not what it computes (left out of the stage key), so a
+# rerun with another cache location finds and resumes the same run.
 EXECUTION_FIELDS = {
     "cpus_per_worker", "max_failures", "keep_checkpoints", "cache_root", "cache_batch_size",
     "cache_num_actors", "cache_num_gpus_per_actor", "cache_num_cpus_per_actor",
 }
-EXECUTION_TRAIN_FIELDS = {"num_workers", "use_gpu", "run_name", "checkpoint_every"}
 
 
 def align_fingerprint(cfg: PipelineConfig) -> str:
-    d = cfg.align.model_dump(mode="json")
-    for k in EXECUTION_FIELDS:
-        d.pop(k, None)
-    for k in EXECUTION_TRAIN_FIELDS:
-        d["train"].pop(k, None)
-    return storage.hash_parts("align", d)
+    return training_fingerprint(cfg.align, EXECUTION_FIELDS, "align")
 
 
 # --------------------------------------------------------------------------- dataset
@@ -241,12 +235,6 @@ class RewardAlignRecipe:
 TRAIN_LOG_SCHEMA = log_schema(RewardAlignRecipe())
 
 
-def loop_settings(cfg: PipelineConfig) -> LoopSettings:
-    a = cfg.align
-    return LoopSettings.from_config(a.train, cpus_per_worker=a.cpus_per_worker, max_failures=a.max_failures,
-                                    keep_checkpoints=a.keep_checkpoints)
-
-
 def stage_out(cfg: PipelineConfig, scores_uri: str, manifest_uris: list[str]) -> tuple[str, str]:
     """(key, output dir) of the stage for these inputs and this config."""
     upstream = [storage.fingerprint_uri(u) for u in [scores_uri, *manifest_uris]]
@@ -271,7 +259,7 @@ def run_align(
     a = cfg.align
     if a.mode == "lora" and not a.lora.target_modules:
         raise ValueError("align.lora.target_modules is empty")
-    settings = loop_settings(cfg)
+    settings = LoopSettings.for_stage(cfg.align)
     settings.micro_batch(settings.num_workers, "align.train")  # fail before any work on an uneven split
     key, out = stage_out(cfg, scores_uri, manifest_uris)
     if done := storage.load_success(out):
@@ -314,32 +302,16 @@ def run_align(
     fit(RewardAlignRecipe(), cfg, settings, config, out, run_name, what="align")
     result = storage.read_json(storage.join(out, "train_result.json"))
     log_table = storage.read_table(outputs["train_log"])
-    losses = log_table.column("loss").to_pylist()
     counts.update(cache.counts())
     counts.update({"samples": len(samples), "quarantined": len(quarantine), "steps": log_table.num_rows,
                    "resumed_from_step": int(result["resumed_from_step"])})
-    k = max(1, min(10, len(losses) // 4))
     metrics = {
         "mode": a.mode,
         "critic_ids": sorted({s["critic_id"] for s in samples if s["critic_id"]}),
         "mean_weight": float(np.mean([s["weight"] for s in samples])),
-        "loss_first": float(np.mean(losses[:k])) if losses else None,
-        "loss_last": float(np.mean(losses[-k:])) if losses else None,
+        **loss_trend(log_table.to_pylist()),
         "cache": {"latents": ns.latents_uri, "text": ns.text_uri},
     }
     progress(1.0, f"aligned: {log_table.num_rows} steps, loss {metrics['loss_first']:.4g} -> {metrics['loss_last']:.4g}")
     return storage.mark_success(storage.StageResult("align", key, out, outputs, counts, metrics))
 
-
-__all__ = [
-    "RewardAlignRecipe",
-    "SAMPLES_SCHEMA",
-    "TRAIN_LOG_SCHEMA",
-    "add_trainable",
-    "align_fingerprint",
-    "build_dataset",
-    "latest_checkpoint",
-    "run_align",
-    "stage_out",
-    "train_step",
-]

@@ -49,41 +49,34 @@ LOOP_COLUMNS = [
 ]
 
 
-@dataclass(frozen=True)
-class LoopSettings:
-    """How a run trains: the ``TrainConfig`` of a stage plus how its workers execute."""
+# TrainConfig fields that decide how a run executes, not what it computes: left out of stage keys, so a
+# rerun with another world size, accumulation or checkpoint cadence finds and resumes the same run.
+EXECUTION_TRAIN_FIELDS = {"num_workers", "use_gpu", "run_name", "checkpoint_every", "grad_accum_steps",
+                          "gradient_checkpointing"}
 
-    max_steps: int
-    batch_size: int  # global, over all workers and micro-batches
-    lr: float
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"
-    grad_clip: float = 0.0
-    grad_accum_steps: int = 1
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    seed: int = 0
-    num_workers: int = 1
-    use_gpu: bool = False
+
+def training_fingerprint(section: Any, execution_fields: set[str], *salt: Any) -> str:
+    """Hash of a training stage's config section without its execution-only fields."""
+    values = section.model_dump(mode="json")
+    for k in execution_fields:
+        values.pop(k, None)
+    for k in EXECUTION_TRAIN_FIELDS:
+        values["train"].pop(k, None)
+    return storage.hash_parts(*salt, values)
+
+
+class LoopSettings(TrainConfig):
+    """How a run trains: a stage's ``TrainConfig`` plus how its workers execute."""
+
     cpus_per_worker: float = 1.0
-    max_failures: int = 0
-    gradient_checkpointing: bool = False
-    mixed_precision: str = "no"
+    max_failures: int = 0  # Ray Train restarts of the worker group (each resumes from the last checkpoint)
+    keep_checkpoints: int = 2
 
     @classmethod
-    def from_config(cls, train: TrainConfig, *, cpus_per_worker: float, max_failures: int,
-                    keep_checkpoints: int) -> "LoopSettings":
-        return cls(
-            max_steps=train.max_steps, batch_size=train.batch_size, lr=train.lr, weight_decay=train.weight_decay,
-            betas=tuple(train.betas), warmup_steps=train.warmup_steps, lr_schedule=train.lr_schedule,
-            grad_clip=train.grad_clip, grad_accum_steps=train.grad_accum_steps,
-            checkpoint_every=train.checkpoint_every, keep_checkpoints=keep_checkpoints, seed=train.seed,
-            num_workers=train.num_workers, use_gpu=train.use_gpu, cpus_per_worker=cpus_per_worker,
-            max_failures=max_failures, gradient_checkpointing=train.gradient_checkpointing,
-            mixed_precision=train.mixed_precision,
-        )
+    def for_stage(cls, section: Any) -> "LoopSettings":
+        """From a training stage's config section (``critic``, ``align``): its ``train`` and execution fields."""
+        return cls(**section.train.model_dump(), cpus_per_worker=section.cpus_per_worker,
+                   max_failures=section.max_failures, keep_checkpoints=section.keep_checkpoints)
 
     def micro_batch(self, world: int, section: str = "train") -> int:
         """Samples per worker per micro-batch; raises when the global batch does not split evenly."""
@@ -267,6 +260,14 @@ def run_worker(recipe: Recipe, config: dict[str, Any], rank: int = 0, world: int
     for cb in callbacks:
         cb.on_train_end(ctx)
     report({"step": settings.max_steps, "done": 1})
+
+
+def loss_trend(log_rows: Sequence[dict[str, Any]], column: str = "loss") -> dict[str, float | None]:
+    """Mean ``column`` over the first and the last few steps (a quarter of the run, at most 10)."""
+    values = [r[column] for r in log_rows]
+    k = max(1, min(10, len(values) // 4))
+    mean = lambda xs: float(sum(xs) / len(xs)) if xs else None  # noqa: E731
+    return {f"{column}_first": mean(values[:k]), f"{column}_last": mean(values[-k:])}
 
 
 # --------------------------------------------------------------------------- Ray Train

@@ -18,9 +18,9 @@ import torch
 from lift_core import storage
 from lift_core.config import load_config
 from lift_core.t2v import spec as spec_mod
-from lift_core.t2v.align import RewardAlignRecipe, loop_settings
+from lift_core.t2v.align import RewardAlignRecipe
 from lift_core.t2v.cache import TensorCache, caption_key
-from lift_core.train import latest_checkpoint, run_worker
+from lift_core.train import LoopSettings, latest_checkpoint, run_worker
 
 LATENT = (3, 2, 4, 4)  # [F, C, H, W], the denoiser's layout
 TEXT = (5, 8)  # [L, D]
@@ -139,7 +139,7 @@ def _config(tmp_path, max_steps: int):
             texts.put_many({caption_key(caption): torch.from_numpy(rng.standard_normal(TEXT).astype(np.float32))})
     out = tmp_path / "align-out"
     os.makedirs(tmp_path / "model", exist_ok=True)
-    return {"cfg": cfg.model_dump(mode="json"), "settings": loop_settings(cfg), "out_uri": str(out),
+    return {"cfg": cfg.model_dump(mode="json"), "settings": LoopSettings.for_stage(cfg.align), "out_uri": str(out),
             "model": str(tmp_path / "model"), "samples": samples, "latents_uri": latents.uri, "text_uri": texts.uri,
             "weights_uri": str(out / "weights"), "lora_uri": None}
 
