@@ -79,6 +79,8 @@ class DataConfig(Section):
     datasets: list[str] = Field(default_factory=list)  # names in the catalog
     synthetic: SyntheticConfig | None = None  # when set, `synth` renders the demo data first
     split: SplitConfig = Field(default_factory=SplitConfig)
+    # Ingest rejects a caption (or prompt) longer than this, per entry, with the reason.
+    max_caption_chars: int = Field(4000, ge=1)
 
 
 class DecodeConfig(Section):
@@ -352,13 +354,30 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _override_value(raw: str) -> Any:
+    """An override's value parsed as YAML (``[a, b]``, ``3``, ``true``), else the text as given.
+
+    Text that is not valid YAML stays a string, and so does a ``{run_root}``-style placeholder that
+    YAML would read as a mapping or set of nulls (``{run_root}``, ``{run_root}/x``, ``{a, b}``).
+    """
+    if raw == "":
+        return ""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, dict) and value and all(v is None for v in value.values()):
+        return raw
+    return value
+
+
 def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        _set_dotted(tree, key.strip(), _override_value(raw))
     return tree
 
 

@@ -110,6 +110,30 @@ def test_run_root_expands_in_every_given_value(tmp_path, config_file):
     assert load_config(None, ["critic.model='{run_root}/c'"]).critic.model == "./runs/default/c"
 
 
+def test_a_bare_placeholder_override_is_its_text_not_a_yaml_mapping(tmp_path):
+    # Unquoted, "{run_root}/x" is not valid YAML and "{run_root}" is a YAML mapping {run_root: null}:
+    # both are the text the user typed (issue 18), and expand like any other value.
+    assert parse_overrides(["critic.model={run_root}/x", "name={run_root}", "a.b={x, y}"]) == {
+        "critic": {"model": "{run_root}/x"}, "name": "{run_root}", "a": {"b": "{x, y}"}}
+    cfg = load_config(None, [f"run_root={tmp_path}", "critic.model={run_root}/critic", "name={run_root}"])
+    assert cfg.critic.model == f"{tmp_path}/critic" and cfg.name == str(tmp_path)
+    # Other text that is not YAML stays text; lists, numbers and real mappings still parse.
+    assert parse_overrides(["name=@x", "seed=3", "data.datasets=[a, b]", "data.split={salt: s}"]) == {
+        "name": "@x", "seed": 3, "data": {"datasets": ["a", "b"], "split": {"salt": "s"}}}
+    # A value of the wrong type still names its key.
+    with pytest.raises(ConfigError, match=r"key 'data.datasets'"):
+        load_config(None, ["data.datasets={run_root}/x"])
+
+
+def test_max_caption_chars_is_a_bounded_data_setting():
+    from lift_core.data.sources import DEFAULT_MAX_CAPTION_CHARS
+
+    assert PipelineConfig().data.max_caption_chars == DEFAULT_MAX_CAPTION_CHARS == 4000
+    assert load_config(None, ["data.max_caption_chars=100"]).data.max_caption_chars == 100
+    with pytest.raises(ConfigError, match=r"key 'data.max_caption_chars'"):
+        load_config(None, ["data.max_caption_chars=0"])
+
+
 def test_unreadable_and_invalid_files(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot read config .*missing.yaml"):
         load_config(tmp_path / "missing.yaml")
