@@ -1,11 +1,12 @@
-"""What every stage task shares: config rehydration, cache keys, retries, GPU slots and progress artifacts.
+"""What every stage task shares: config rehydration, the cache policy, retries, GPU slots and progress artifacts.
 
-A task is a thin wrapper around one ``lift_core`` stage function. It passes URIs and small dicts
-(``StageResult.to_dict()``), never models or tensors.
+A task passes URIs and small dicts (``StageResult.to_dict()``), never models or tensors.
 
-Caching: ``INPUTS + TASK_SOURCE``, where the inputs are the upstream results (URIs, keys) and a
-``fingerprint`` of the code version plus the config sections the stage reads. The whole config is
-passed too, but left out of the key, so changing the alignment config does not invalidate ingest.
+Caching: ``INPUTS + TASK_SOURCE``, where the inputs that count are the stage's name, its key and its
+output folder (``lift_core.stages``: ``stage_out``). The key hashes the stage's config (its fields that
+change the output, not where or how fast it runs), the content of its inputs and the code version, so
+Prefect's cache and the stage folder ``<run_root>/<stage>/<key>/`` hit and miss together. The whole
+config and the input URIs are passed too, but left out of the cache key: the stage key stands for them.
 Results persist (JSON) under ``<run_root>/_prefect/results``, so a second flow run with the same
 inputs, in any process and against any Prefect server, is all cache hits; deleting the run root
 forgets them.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -28,25 +28,12 @@ from prefect.tasks import exponential_backoff
 from lift_core import storage
 from lift_core.config import PipelineConfig
 from lift_core.progress import ProgressFn
+from lift_core.stages import get_stage
 
 log = logging.getLogger("lift.tasks")
 
-# `cfg` is the whole config (a dict): it is an input of every task but not part of its key, the
-# stage fingerprint stands for the part of it that matters.
-STAGE_CACHE = (INPUTS - "cfg") + TASK_SOURCE
-
-# The config sections each stage's output depends on (besides its upstream results). Upstream
-# sections matter through the upstream results, which are inputs too.
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "synth": ("data",),
-    "ingest": ("data",),
-    "decode": ("decode",),
-    "train_critic": ("critic", "decode"),
-    "generate": ("t2v", "generate"),
-    "score": ("score", "critic", "decode"),
-    "align": ("align", "t2v", "score", "critic"),
-    "evaluate": ("evaluate", "t2v", "generate", "critic", "score", "decode"),
-}
+# The stage key (with the stage name and its output folder) is what the cache sees of the inputs.
+STAGE_CACHE = INPUTS - "cfg" - "inputs" - "label" + TASK_SOURCE
 
 # Errors worth a retry: storage and network hiccups. Anything else (bad config, bad data) fails now.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
@@ -68,6 +55,7 @@ def task_options(name: str) -> dict[str, Any]:
     """Decorator options of every stage task (retries and storage are refined per run by ``for_run``)."""
     return {
         "name": name,
+        "task_run_name": "{label}",
         "cache_policy": STAGE_CACHE,
         "persist_result": True,
         "result_serializer": "json",
@@ -115,18 +103,6 @@ def for_run(task: Task, cfg: PipelineConfig) -> Task:
     )
 
 
-def stage_fingerprint(cfg: PipelineConfig, stage: str, inputs: list[str] | None = None) -> str:
-    """The cache key's part beyond the task's URIs: code version, run root, seed, the config sections
-    ``stage`` reads, and the content fingerprints of its input URIs.
-
-    Stage outputs fingerprint by their stage key (cheap); other inputs (a manifest given by hand, a
-    catalog JSON) by their bytes, so an input edited in place is not served from the cache.
-    """
-    sections = {name: getattr(cfg, name).fingerprint() for name in STAGE_SECTIONS[stage]}
-    content = [storage.fingerprint_uri(u) for u in inputs or []]
-    return storage.hash_parts(stage, storage.code_version(), cfg.run_root, cfg.seed, sections, content)
-
-
 def config_of(cfg: dict[str, Any] | PipelineConfig) -> PipelineConfig:
     return cfg if isinstance(cfg, PipelineConfig) else PipelineConfig.model_validate(cfg)
 
@@ -138,27 +114,6 @@ def artifact_key(stage: str, kind: str) -> str:
 
 
 # --------------------------------------------------------------------------- GPUs
-def gpus_needed(cfg: PipelineConfig, stage: str) -> int:
-    """GPUs a stage holds at its peak, from config (0 on CPU)."""
-    def pool(actors: int, per_actor: float) -> int:
-        return math.ceil(max(1, actors) * per_actor) if per_actor > 0 else 0
-
-    def trainer(train) -> int:
-        return max(1, train.num_workers) if train.use_gpu else 0
-
-    gen = pool(cfg.generate.num_actors, cfg.generate.num_gpus_per_actor)
-    score = pool(cfg.score.num_actors, cfg.score.num_gpus_per_actor)
-    a = cfg.align
-    need = {
-        "train_critic": trainer(cfg.critic.train),
-        "generate": gen,
-        "score": score,
-        "align": max(trainer(a.train), pool(a.cache_num_actors, a.cache_num_gpus_per_actor)),
-        "evaluate": max(gen, score),
-    }
-    return need.get(stage, 0)
-
-
 def gpu_limit_size(cfg: PipelineConfig) -> int | None:
     """The size of the GPU concurrency limit: ``prefect.gpu_slots``, else ``ray.num_gpus`` (None: unknown)."""
     return cfg.prefect.gpu_slots or cfg.ray.num_gpus or None
@@ -193,7 +148,7 @@ def gpu_slots(cfg: PipelineConfig, stage: str) -> Iterator[int]:
     Two flow runs on one cluster then queue for GPUs instead of oversubscribing them. A stage that
     needs more GPUs than the limit holds takes the whole limit.
     """
-    need = gpus_needed(cfg, stage)
+    need = get_stage(stage).gpus(cfg)
     if need == 0:
         yield 0
         return

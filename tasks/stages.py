@@ -1,8 +1,10 @@
-"""``Stages``: the stage tasks bound to one run's config, so flows read as recipes.
+"""``Stages``: the declared stages bound to one run's config, so flows read as recipes.
 
-Each method computes the task's fingerprint (code version, config sections, input content), applies
-the run's retry policy and result storage, runs the task and returns its ``StageResult`` dict. The
-final Prefect state of every call is kept (``Cached`` or ``Completed``) for the run summary.
+Each method runs one stage and returns its ``StageResult`` dict. ``Stages`` runs it as the stage's
+Prefect task (cached on the stage key, retried, with the run's result storage) and keeps each task's
+final state (``Cached`` or ``Completed``) for the run summary. ``InlineStages`` runs the same stage
+functions in this process without Prefect (the ``lift`` CLI): a finished stage is found by its
+``_SUCCESS.json``.
 """
 
 from __future__ import annotations
@@ -10,67 +12,90 @@ from __future__ import annotations
 from typing import Any
 
 from lift_core.config import PipelineConfig
-from tasks.common import config_of, for_run, stage_fingerprint
-from tasks.critic import score_task, train_critic_task
-from tasks.data import decode_task, ingest_task, synth_task
-from tasks.t2v import align_task, evaluate_task, generate_task
+from lift_core.progress import ProgressFn
+from lift_core.stages import get_stage
 
 
 class Stages:
     def __init__(self, cfg: dict[str, Any] | PipelineConfig):
-        self.cfg = config_of(cfg)
-        self.cfg_dict = self.cfg.model_dump(mode="json")
-        self.states: dict[str, str] = {}  # label -> final state name of this run's task run
-        self.results: dict[str, dict[str, Any]] = {}
+        self.cfg = cfg if isinstance(cfg, PipelineConfig) else PipelineConfig.model_validate(cfg)
+        self.states: dict[str, str] = {}  # label -> final state of this run's task run
+        self.results: dict[str, dict[str, Any]] = {}  # label -> StageResult dict
+        self.stage_of: dict[str, str] = {}  # label -> stage name
 
-    def _run(self, label: str, task, stage: str, inputs: list[str], /, **kwargs: Any) -> dict[str, Any]:
-        fp = stage_fingerprint(self.cfg, stage, inputs)
-        state = for_run(task, self.cfg)(self.cfg_dict, fingerprint=fp, return_state=True, **kwargs)
+    def _run(self, stage: str, label: str, **inputs: Any) -> dict[str, Any]:
+        """Run ``stage`` as its Prefect task; the task's cache key is the stage key."""
+        from tasks.common import for_run
+        from tasks.stage_task import stage_task
+
+        key, out_dir = get_stage(stage).stage_out(self.cfg, **inputs)
+        task = for_run(stage_task(stage), self.cfg)
+        state = task(self.cfg.model_dump(mode="json"), stage=stage, label=label, inputs=inputs, key=key,
+                     out_dir=out_dir, return_state=True)
         self.states[label] = state.name
-        result = state.result()  # raises the stage's error when the task failed
+        return self._record(stage, label, state.result())  # raises the stage's error when the task failed
+
+    def _record(self, stage: str, label: str, result: dict[str, Any]) -> dict[str, Any]:
+        self.stage_of[label] = stage
         self.results[label] = result
         return result
 
+    # ----------------------------------------------------------------------- the stages
     def synth(self) -> dict[str, Any]:
-        return self._run("synth", synth_task, "synth", [])
+        return self._run("synth", "synth")
 
     def ingest(self, synth: dict[str, Any] | None) -> dict[str, Any]:
-        from lift_core.data.ingest import resolve_datasets
-
-        synth_outputs = synth["outputs"] if synth else None
-        sources = [e.uri for e in resolve_datasets(self.cfg, synth_outputs)]
-        return self._run("ingest", ingest_task, "ingest", sources, synth_outputs=synth_outputs)
+        return self._run("ingest", "ingest", synth_outputs=synth["outputs"] if synth else None)
 
     def decode(self, manifest_uri: str, label: str = "decode") -> dict[str, Any]:
-        return self._run(label, decode_task, "decode", [manifest_uri], manifest_uri=manifest_uri, label=label)
+        return self._run("decode", label, manifest_uri=manifest_uri)
 
     def train_critic(self, manifest_uri: str, frames_uri: str) -> dict[str, Any]:
-        return self._run("train-critic", train_critic_task, "train_critic", [manifest_uri, frames_uri],
-                         manifest_uri=manifest_uri, frames_uri=frames_uri)
+        return self._run("train_critic", "train-critic", manifest_uri=manifest_uri, frames_uri=frames_uri)
 
     def generate(self, prompts_uri: str, split: str = "train", lora_uri: str | None = None,
                  tag: str = "base") -> dict[str, Any]:
-        return self._run(f"generate-{tag}-{split}", generate_task, "generate", [prompts_uri, *([lora_uri] if lora_uri else [])],
-                         prompts_uri=prompts_uri, split=split, lora_uri=lora_uri, tag=tag)
+        return self._run("generate", f"generate-{tag}-{split}", prompts_uri=prompts_uri, split=split,
+                         lora_uri=lora_uri, tag=tag)
 
     def score(self, manifest_uris: list[str], frames_uris: list[str], adapter_uri: str) -> dict[str, Any]:
-        return self._run("score", score_task, "score", [*manifest_uris, *frames_uris, adapter_uri],
-                         manifest_uris=manifest_uris, frames_uris=frames_uris, adapter_uri=adapter_uri)
+        return self._run("score", "score", manifest_uris=manifest_uris, frames_uris=frames_uris,
+                         adapter_uri=adapter_uri)
 
     def align(self, scores_uri: str, manifest_uris: list[str]) -> dict[str, Any]:
-        return self._run("align", align_task, "align", [scores_uri, *manifest_uris],
-                         scores_uri=scores_uri, manifest_uris=manifest_uris)
+        return self._run("align", "align", scores_uri=scores_uri, manifest_uris=manifest_uris)
 
     def evaluate(self, prompts_uri: str, adapter_uri: str, align_outputs: dict[str, str]) -> dict[str, Any]:
-        return self._run("evaluate", evaluate_task, "evaluate", [prompts_uri, adapter_uri, *align_outputs.values()],
-                         prompts_uri=prompts_uri, adapter_uri=adapter_uri, align_outputs=align_outputs)
+        return self._run("evaluate", "evaluate", prompts_uri=prompts_uri, adapter_uri=adapter_uri,
+                         align_outputs=align_outputs)
+
+    # ----------------------------------------------------------------------- shared chains
+    def prepare_data(self) -> dict[str, str]:
+        """synth (when the config renders demo data) -> ingest -> decode: ``manifest``, ``prompts``, ``frames``."""
+        synth = self.synth() if self.cfg.data.synthetic is not None else None
+        ingested = self.ingest(synth)
+        frames = self.decode(ingested["outputs"]["manifest"])
+        return {"manifest": ingested["outputs"]["manifest"], "prompts": ingested["outputs"]["prompts"],
+                "frames": frames["outputs"]["frames"]}
 
     def summary_rows(self) -> list[dict[str, Any]]:
-        """One row per task of this run: its state, stage key, main counts and primary output."""
+        """One row per task of this run: its stage, state, stage key, main counts and primary output."""
         rows = []
         for label, result in self.results.items():
             counts = ", ".join(f"{k}={v}" for k, v in sorted(result["counts"].items())[:5])
             primary = next(iter(result["outputs"].values()), "")
-            rows.append({"task": label, "state": self.states.get(label, ""), "key": result["key"],
-                         "counts": counts, "output": primary})
+            rows.append({"task": label, "stage": self.stage_of[label], "state": self.states.get(label, ""),
+                         "key": result["key"], "counts": counts, "output": primary})
         return rows
+
+
+class InlineStages(Stages):
+    """The same stages called in this process, without Prefect: no task cache, no artifacts, no GPU slots."""
+
+    def __init__(self, cfg: dict[str, Any] | PipelineConfig, progress: ProgressFn | None = None):
+        super().__init__(cfg)
+        self.progress = progress
+
+    def _run(self, stage: str, label: str, **inputs: Any) -> dict[str, Any]:
+        result = get_stage(stage)(self.cfg, progress=self.progress, **inputs)
+        return self._record(stage, label, result.to_dict())

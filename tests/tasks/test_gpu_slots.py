@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from lift_core.config import load_config
-from tasks.common import gpu_slots, gpus_needed
+from lift_core.stages import STAGES
+from tasks.common import gpu_slots
 
 pytestmark = pytest.mark.integration
 
@@ -19,15 +20,17 @@ def _cfg(*extra: str):
 
 
 def test_gpu_needs_follow_the_config():
+    def need(cfg, stage: str) -> int:
+        return STAGES[stage].gpus(cfg)
+
     cpu = _cfg()
-    assert {s: gpus_needed(cpu, s) for s in ("decode", "train_critic", "generate", "score", "align", "evaluate")} \
-        == dict.fromkeys(("decode", "train_critic", "generate", "score", "align", "evaluate"), 0)
+    assert {s: need(cpu, s) for s in STAGES} == dict.fromkeys(STAGES, 0)
     big = load_config("configs/lift-cogvideox-2b.yaml")
-    assert gpus_needed(big, "train_critic") == 8 and gpus_needed(big, "align") == 8
-    assert gpus_needed(big, "score") == 8 and gpus_needed(big, "generate") == 8 and gpus_needed(big, "decode") == 0
+    assert need(big, "train_critic") == 8 and need(big, "align") == 8
+    assert need(big, "score") == 8 and need(big, "generate") == 8 and need(big, "decode") == 0
     half = _cfg("score.num_actors=3", "score.num_gpus_per_actor=0.5")
-    assert gpus_needed(half, "score") == 2  # 1.5 GPUs of actors occupy 2 devices
-    assert gpus_needed(half, "evaluate") == 2  # evaluate scores with the same actors
+    assert need(half, "score") == 2  # 1.5 GPUs of actors occupy 2 devices
+    assert need(half, "evaluate") == 2  # evaluate scores with the same actors
 
 
 def test_cpu_stages_take_no_slot_and_create_no_limit(prefect_api):

@@ -94,15 +94,16 @@ def test_retries_give_up_after_the_configured_attempts(prefect_api, tmp_path):
 
 def test_errors_that_are_not_transient_are_not_retried(prefect_api, tmp_path):
     # A config the stage rejects (ValueError) fails on the first attempt: retrying cannot help.
-    cfg = _cfg(tmp_path, str(tmp_path / "run"), "data.synthetic=null")
-    from tasks.common import config_of, for_run, stage_fingerprint
-    from tasks.data import synth_task
-
-    c = config_of(cfg.model_dump(mode="json"))
+    # (The flow would refuse it before the task: synth's key needs data.synthetic. Called directly here.)
+    c = _cfg(tmp_path, str(tmp_path / "run"), "data.synthetic=null")
+    from tasks.common import for_run
+    from tasks.stage_task import stage_task
 
     @flow(name="retry-probe-valueerror")
     def probe():
-        return for_run(synth_task, c)(c.model_dump(mode="json"), stage_fingerprint(c, "synth"), return_state=True)
+        return for_run(stage_task("synth"), c)(c.model_dump(mode="json"), stage="synth", label="synth", inputs={},
+                                               key="no-key", out_dir=str(tmp_path / "run/synth/no-key"),
+                                               return_state=True)
 
     state = probe(return_state=True)
     task_state = state.result(raise_on_failure=False)

@@ -1,4 +1,4 @@
-"""The stage summaries shown in the Prefect UI, built from real stage outputs."""
+"""The stage summaries shown in the Prefect UI (declared with each stage), built from real stage outputs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 
 from lift_core import storage
 from lift_core.schemas import QUARANTINE_SCHEMA, quarantine_row, rows_to_table
-from tasks.summaries import critic_metrics_rows, data_summary, embed_images, eval_rows, evaluate_report, md_table
+from lift_core.stages import STAGES, critic_metrics_rows, embed_images, eval_rows, evaluate_report, md_table
 
 
 def _png(path, colour):
@@ -47,9 +47,15 @@ def test_eval_rows_pair_base_and_aligned_with_win_rates():
 def test_critic_table_has_one_row_per_dimension_with_the_baseline():
     dim = {"n": 8, "accuracy": 0.625, "macro_f1": 0.26, "spearman": 0.08, "majority_label": "Normal",
            "majority_accuracy": 0.125, "majority_macro_f1": 0.07, "confusion": [[0]]}
-    rows = critic_metrics_rows({"semantic": dim, "motion": dim, "fidelity": dim, "steps": 4, "val": {}})
+    metrics = {"semantic": dim, "motion": dim, "fidelity": dim, "steps": 4, "val": {}}
+    rows = critic_metrics_rows(metrics)
     assert [r["dimension"] for r in rows] == ["semantic", "fidelity", "motion"]
     assert rows[0]["accuracy"] == 0.625 and rows[0]["majority_accuracy"] == 0.125 and "confusion" not in rows[0]
+    result = {"stage": "train_critic", "key": "k", "out_uri": "/run/train_critic/k", "counts": {}, "metrics": metrics,
+              "outputs": {"adapter": "/run/train_critic/k/adapter", "metrics": "/run/train_critic/k/metrics.json"}}
+    table, summary = STAGES["train_critic"].summary(result)  # the UI shows the table and the summary
+    assert (table.name, table.table) == ("metrics", rows)
+    assert summary.name == "summary" and "| semantic | 8 | 0.6250 |" in summary.markdown
 
 
 def test_decode_summary_lists_quarantined_inputs_with_their_errors(tmp_path):
@@ -59,8 +65,10 @@ def test_decode_summary_lists_quarantined_inputs_with_their_errors(tmp_path):
                                          QUARANTINE_SCHEMA))
     result = {"stage": "decode", "key": "k1", "out_uri": str(tmp_path), "counts": {"videos": 5, "quarantined": 2},
               "outputs": {"frames": str(tmp_path / "frames"), "quarantine": q}}
-    md = data_summary(result, "Decode")
-    assert "## Quarantine: 2 input(s)" in md
+    (summary,) = STAGES["decode"].summary(result)
+    assert summary.name == "summary" and summary.table is None
+    md = summary.markdown
+    assert md.startswith("# Decode: frames and quarantined videos") and "## Quarantine: 2 input(s)" in md
     assert "| /data/bad.mp4 | – | moov atom not found |" in md and "| /data/zero.mp4 | ab12 | empty file |" in md
     assert "| quarantined | 2 |" in md
 

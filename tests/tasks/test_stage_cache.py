@@ -1,0 +1,45 @@
+"""Prefect's cache and the stage folders agree in real flow runs: a rerun that changes only how a stage
+runs is a cache hit on the same folder; one that changes what it computes runs it into a new folder."""
+
+from __future__ import annotations
+
+import pytest
+from prefect import flow
+
+from lift_core.config import load_config
+from tasks.stages import Stages
+
+pytestmark = pytest.mark.integration
+
+
+@flow(name="stage-cache-probe")
+def prepare_data(cfg_dict: dict) -> tuple[dict, dict[str, str]]:
+    run = Stages(cfg_dict)
+    run.prepare_data()
+    return run.results, run.states
+
+
+def _run(tmp_path, *extra: str) -> tuple[dict, dict[str, str]]:
+    cfg = load_config("configs/demo.yaml", [
+        f"run_root={tmp_path / 'run'}", "data.synthetic.n=2", "data.synthetic.n_real=1", "data.synthetic.n_prompts=2",
+        "decode.frames=2", "decode.height=16", "decode.width=16", *extra])
+    state = prepare_data(cfg.model_dump(mode="json"), return_state=True)
+    assert state.is_completed(), state.message
+    return state.result()
+
+
+def test_a_rerun_hits_the_cache_exactly_when_the_stage_folder_is_the_same(prefect_api, ray_session, tmp_path):
+    first, states = _run(tmp_path)
+    assert states == dict.fromkeys(("synth", "ingest", "decode"), "Completed")
+    assert first["decode"]["counts"]["decoded"] == 3
+
+    # decode.batch_size and decode.num_cpus change how decoding runs, not the frames.
+    faster, states = _run(tmp_path, "decode.batch_size=1", "decode.num_cpus=0.5")
+    assert states == dict.fromkeys(("synth", "ingest", "decode"), "Cached")
+    assert faster == first
+
+    # decode.frames changes the frames: a new folder, and Prefect runs the task again.
+    more, states = _run(tmp_path, "decode.frames=3")
+    assert states == {"synth": "Cached", "ingest": "Cached", "decode": "Completed"}
+    assert more["decode"]["key"] != first["decode"]["key"]
+    assert more["decode"]["out_uri"] == str(tmp_path / "run" / "decode" / more["decode"]["key"])
