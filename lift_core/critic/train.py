@@ -171,16 +171,16 @@ def predict_label_probs(loaded: Any, videos: list[np.ndarray], captions: list[st
     import torch
 
     from lift_core.critic.backbone import encode_batch, to_device
+    from lift_core.critic.scoring import label_probabilities
 
     ids = [loaded.label_token_ids[label] for label in LABELS]
-    out = []
+    out = [np.zeros((0, len(LABELS)))]
     with torch.inference_mode():
         for s in range(0, len(videos), batch_size):
-            inputs = encode_batch(loaded, videos[s:s + batch_size], captions[s:s + batch_size],
-                                  dimensions[s:s + batch_size])
-            logits = loaded.model(**to_device(inputs, loaded.device), logits_to_keep=1, use_cache=False).logits
-            out.append(torch.softmax(logits[:, -1, ids].float(), dim=-1).cpu().numpy())
-    return np.concatenate(out, axis=0).astype(np.float64) if out else np.zeros((0, len(LABELS)))
+            inputs = to_device(encode_batch(loaded, videos[s:s + batch_size], captions[s:s + batch_size],
+                                            dimensions[s:s + batch_size]), loaded.device)
+            out.append(label_probabilities(loaded.backbone.answer_logits(loaded.model, inputs), ids))
+    return np.concatenate(out, axis=0)
 
 
 # --------------------------------------------------------------------------- the recipe
