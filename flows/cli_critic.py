@@ -1,6 +1,6 @@
 """``lift train-critic``: the critic stage without Prefect.
 
-Without ``--manifest``/``--frames`` it runs the data stages it needs first (synth when
+Without ``--manifest``/``--frames`` it first runs the data stages lift-full runs (synth when
 ``data.synthetic`` is set, ingest, decode); every stage is cached under ``run_root``, so a rerun only
 does what changed, and a crashed training resumes from its last checkpoint. With ``--out DIR`` the
 adapter and the metrics are copied to ``DIR/adapter/`` and ``DIR/metrics.json``. Prints a JSON
@@ -30,21 +30,6 @@ def _copy_tree(src: str, dst: str) -> None:
             storage.write_bytes_atomic(storage.to_uri(dfs, f"{dpath.rstrip('/')}/{rel}"), fin.read())
 
 
-def upstream_data(cfg, progress) -> tuple[str, str]:
-    """(manifest, frames) for the config: synth (if configured) -> ingest -> decode, each cached."""
-    from lift_core.data.ingest import run_ingest
-    from lift_core.video.decode_stage import run_decode
-
-    synth_outputs = None
-    if cfg.data.synthetic is not None:
-        from lift_core.video.synth import run_synth
-
-        synth_outputs = run_synth(cfg, progress=progress).outputs
-    manifest = run_ingest(cfg, synth_outputs, progress=progress).outputs["manifest"]
-    frames = run_decode(cfg, manifest, progress=progress).outputs["frames"]
-    return manifest, frames
-
-
 def train_critic(
     config: str = typer.Option(..., "--config", "-c", help="pipeline config YAML"),
     out: Optional[str] = typer.Option(None, "--out", help="copy adapter/ and metrics.json here"),
@@ -57,28 +42,30 @@ def train_critic(
 
     from lift_core import storage
     from lift_core.config import load_config
-    from lift_core.critic.train import run_train_critic
     from lift_core.metrics.agreement import agreement_table
     from lift_core.progress import log_progress
+    from tasks.stages import InlineStages
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_config(config, overrides or [])
     if (manifest is None) != (frames is None):
         raise ValueError("give both --manifest and --frames, or neither (then the data stages run first)")
+    run = InlineStages(cfg, progress=log_progress)
     if manifest is None:
-        manifest, frames = upstream_data(cfg, log_progress)
+        data = run.prepare_data()
+        manifest, frames = data["manifest"], data["frames"]
     for name, uri in (("--manifest", manifest), ("--frames", frames)):
         if not storage.exists(uri):
             raise FileNotFoundError(f"{name} not found: {uri}")
-    result = run_train_critic(cfg, manifest, frames, progress=log_progress)
-    outputs = dict(result.outputs)
+    result = run.train_critic(manifest, frames)
+    outputs = dict(result["outputs"])
     if out is not None:
-        _copy_tree(result.outputs["adapter"], storage.join(out, "adapter"))
-        storage.write_bytes_atomic(storage.join(out, "metrics.json"), storage.read_bytes(result.outputs["metrics"]))
+        _copy_tree(outputs["adapter"], storage.join(out, "adapter"))
+        storage.write_bytes_atomic(storage.join(out, "metrics.json"), storage.read_bytes(outputs["metrics"]))
         outputs.update({"adapter": storage.join(out, "adapter"), "metrics": storage.join(out, "metrics.json")})
-    m = result.metrics
+    m = result["metrics"]
     summary = {
-        "stage_dir": result.out_uri,
+        "stage_dir": result["out_uri"],
         "outputs": outputs,
         "critic_id": m.get("critic_id"),
         "n_test": m.get("n_test"),

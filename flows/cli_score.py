@@ -1,7 +1,9 @@
-"""``lift score``: score videos with a critic adapter (ingest + decode under the hood), resumable.
+"""``lift score``: score videos with a critic adapter, resumable.
 
 SRC is a manifest Parquet, a folder of videos with sidecar captions, or a LiFT inference JSON
-(``test.json``) whose videos resolve next to it. The output is ``scores.parquet`` or, with
+(``test.json``) whose videos resolve next to it. SRC is read into a manifest, then the decode and
+score stages of lift-full run on it under ``--work-dir`` (cached and resumable there), with the
+adapter's own base model. The output is a copy of the stage's ``scores.parquet`` or, with
 ``--format lift-json``, LiFT's ``critic_output_*.json`` (the scores Parquet is kept beside it).
 """
 
@@ -67,18 +69,17 @@ def score(
     ),
     format: str = typer.Option("parquet", "--format", help="parquet or lift-json"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="pipeline config YAML (decode/score/ray sections)"),
-    work_dir: Optional[str] = typer.Option(None, "--work-dir", help="where ingest/decode write (default: run_root)"),
+    work_dir: Optional[str] = typer.Option(None, "--work-dir", help="where ingest, decode and score write (default: run_root)"),
     overrides: Optional[List[str]] = typer.Argument(None, help="config overrides as dotted.key=value"),
 ) -> None:
     """Score videos with a critic: per-dimension probabilities, labels, continuous and LiFT rewards."""
     from lift_core import storage
     from lift_core.config import load_config
-    from lift_core.critic.score_stage import score_manifests
-    from lift_core.critic.scoring import lift_critic_output
+    from lift_core.critic.scoring import adapter_base_model, lift_critic_output
     from lift_core.distributed.ray_runtime import ensure_ray
     from lift_core.progress import log_progress
     from lift_core.schemas import QUARANTINE_SCHEMA, rows_to_table
-    from lift_core.video.decode_stage import run_decode
+    from tasks.stages import InlineStages
 
     if format not in FORMATS:
         raise ValueError(f"unknown --format {format!r}; expected one of: {', '.join(FORMATS)}")
@@ -88,26 +89,35 @@ def score(
     out = storage.abspath_if_local(out)
     fmt = detect_source_format(src)
     cfg = load_config(config, overrides)
-    root = storage.abspath_if_local(work_dir or cfg.run_root)
-    # Everything in SRC is scored: the pipeline's source filter does not apply here.
-    cfg = cfg.model_copy(update={"run_root": root, "score": cfg.score.model_copy(update={"sources": None})})
+    critic = storage.abspath_if_local(critic)
     want_reasons = rationale if rationale is not None else (format == "lift-json" or cfg.score.rationale)
+    # Everything in SRC is scored (the pipeline's source filter does not apply here), by the base
+    # model the adapter was trained on.
+    cfg = cfg.model_copy(update={
+        "run_root": storage.abspath_if_local(work_dir or cfg.run_root),
+        "score": cfg.score.model_copy(update={"sources": None, "rationale": want_reasons}),
+        "critic": cfg.critic.model_copy(update={"model": adapter_base_model(critic), "build_tiny": None}),
+    })
 
-    manifest, rejects = prepare_manifest(src, fmt, root)
+    manifest, rejects = prepare_manifest(src, fmt, cfg.run_root)
     ensure_ray(cfg.ray)
-    decoded = run_decode(cfg, manifest, progress=log_progress)
+    run = InlineStages(cfg, progress=log_progress)
+    decoded = run.decode(manifest)
+    scored = run.score([manifest], [decoded["outputs"]["frames"]], critic)
     scores_uri = out if format == "parquet" else f"{_base(out)}.scores.parquet"
-    res = score_manifests(cfg, [manifest], [decoded.outputs["frames"]], storage.abspath_if_local(critic), scores_uri,
-                          rationale=want_reasons, progress=log_progress)
+    storage.write_bytes_atomic(scores_uri, storage.read_bytes(scored["outputs"]["scores"]))
 
-    quarantine = [*rejects, *storage.read_table(decoded.outputs["quarantine"]).to_pylist(), *res["quarantine"]]
+    quarantine = [*rejects, *(r for stage in (decoded, scored)
+                              for r in storage.read_table(stage["outputs"]["quarantine"]).to_pylist())]
     quarantine_uri = f"{_base(out)}.quarantine.parquet"
     storage.write_table(quarantine_uri, rows_to_table(quarantine, QUARANTINE_SCHEMA))
-    summary: dict[str, Any] = {"scores": scores_uri, "critic_id": res["critic_id"], **res["counts"],
-                               "quarantined": len(quarantine), "quarantine": quarantine_uri}
+    critic_id = scored["metrics"]["critic_id"]
+    summary: dict[str, Any] = {"scores": scores_uri, "critic_id": critic_id, **scored["counts"],
+                               "quarantined": len(quarantine), "quarantine": quarantine_uri,
+                               "stage_dir": scored["out_uri"]}
     if format == "lift-json":
         rows = storage.read_table(scores_uri).to_pylist()
-        rows = [r for r in rows if r["critic_id"] == res["critic_id"]]
+        rows = [r for r in rows if r["critic_id"] == critic_id]
         lift_entries = json.loads(storage.read_text(src)) if fmt == "lift-inference" else None
         root = src.rsplit("/", 1)[0] if "/" in src else "."
         entries, missing = lift_critic_output(rows, lift_entries, root)

@@ -1,8 +1,8 @@
 """``lift generate``, ``lift align``, ``lift evaluate``: the T2V stages without Prefect.
 
-Each takes ``--config`` plus ``dotted.key=value`` overrides and explicit input URIs, runs the stage
-function of ``lift_core.t2v`` (resumable; a finished stage is a no-op) and prints its ``StageResult``
-as JSON. Expected failures exit 2 with one line (``flows.cli.main``).
+Each takes ``--config`` plus ``dotted.key=value`` overrides and explicit input URIs, runs the same
+stage as lift-full (``lift_core.stages``; resumable, a finished stage is a no-op) and prints its
+``StageResult`` as JSON. Expected failures exit 2 with one line (``flows.cli.main``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,15 @@ def _need(uri: str, what: str) -> None:
         raise FileNotFoundError(f"{what} not found: {uri}")
 
 
-def _echo(result) -> None:
-    typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+def _stages(cfg):
+    from lift_core.progress import log_progress
+    from tasks.stages import InlineStages
+
+    return InlineStages(cfg, progress=log_progress)
+
+
+def _echo(result: dict) -> None:
+    typer.echo(json.dumps(result, indent=2, default=str))
 
 
 def generate(
@@ -42,14 +49,11 @@ def generate(
     overrides: Optional[List[str]] = typer.Argument(None, help="config overrides as dotted.key=value"),
 ) -> None:
     """Generate videos for a prompt split with fixed seeds (Ray Data actor pool); rerunning resumes."""
-    from lift_core.progress import log_progress
-    from lift_core.t2v.generate import run_generate
-
     cfg = _load(config, overrides)
     _need(prompts, "--prompts")
     if lora:
         _need(lora, "--lora")
-    _echo(run_generate(cfg, prompts, split=split, lora_uri=lora, tag=tag, progress=log_progress))
+    _echo(_stages(cfg).generate(prompts, split=split, lora_uri=lora, tag=tag))
 
 
 def align(
@@ -59,14 +63,11 @@ def align(
     overrides: Optional[List[str]] = typer.Argument(None, help="config overrides as dotted.key=value"),
 ) -> None:
     """Reward-weighted alignment of the T2V model (Ray Train); rerunning resumes from the last checkpoint."""
-    from lift_core.progress import log_progress
-    from lift_core.t2v.align import run_align
-
     cfg = _load(config, overrides)
     _need(scores, "--scores")
     for m in manifest:
         _need(m, "--manifest")
-    _echo(run_align(cfg, scores, list(manifest), progress=log_progress))
+    _echo(_stages(cfg).align(scores, list(manifest)))
 
 
 def evaluate(
@@ -79,9 +80,6 @@ def evaluate(
     overrides: Optional[List[str]] = typer.Argument(None, help="config overrides as dotted.key=value"),
 ) -> None:
     """Base vs aligned on held-out prompts: critic rewards, win rate, temporal flickering, report.md."""
-    from lift_core.progress import log_progress
-    from lift_core.t2v.evaluate import run_evaluate
-
     if bool(lora) == bool(weights):
         raise ValueError("give exactly one of --lora or --weights")
     cfg = _load(config, overrides)
@@ -91,7 +89,7 @@ def evaluate(
     if train_log:
         _need(train_log, "--train-log")
         outputs["train_log"] = train_log
-    _echo(run_evaluate(cfg, prompts, critic, outputs, progress=log_progress))
+    _echo(_stages(cfg).evaluate(prompts, critic, outputs))
 
 
 def register(app: typer.Typer) -> None:

@@ -17,18 +17,15 @@ from tasks.stages import Stages
 def lift_full(config: str = "configs/demo.yaml", overrides: list[str] | None = None) -> dict:
     run = Stages(load_flow_config(config, overrides))
 
-    synth = run.synth() if run.cfg.data.synthetic else None
-    data = run.ingest(synth)
-    manifest, prompts = data["outputs"]["manifest"], data["outputs"]["prompts"]
-    frames = run.decode(manifest)
-    critic = run.train_critic(manifest, frames["outputs"]["frames"])
-    generated = run.generate(prompts, split="train")
+    data = run.prepare_data()  # synth (demo data) -> ingest -> decode
+    critic = run.train_critic(data["manifest"], data["frames"])
+    generated = run.generate(data["prompts"], split="train")
     generated_frames = run.decode(generated["outputs"]["generated"], label="decode-generated")
-    scores = run.score([manifest, generated["outputs"]["generated"]],
-                       [frames["outputs"]["frames"], generated_frames["outputs"]["frames"]],
+    scores = run.score([data["manifest"], generated["outputs"]["generated"]],
+                       [data["frames"], generated_frames["outputs"]["frames"]],
                        critic["outputs"]["adapter"])
-    aligned = run.align(scores["outputs"]["scores"], [manifest, generated["outputs"]["generated"]])
-    run.evaluate(prompts, critic["outputs"]["adapter"], aligned["outputs"])
+    aligned = run.align(scores["outputs"]["scores"], [data["manifest"], generated["outputs"]["generated"]])
+    run.evaluate(data["prompts"], critic["outputs"]["adapter"], aligned["outputs"])
 
     publish_run_summary(run, "lift-full")
     return run.results

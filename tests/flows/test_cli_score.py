@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -45,9 +46,9 @@ def run_cli(args: list[str]):
 
 def test_lift_json_in_lift_json_out(ray_session, tmp_path, fixtures_dir, adapter_dir):
     out = tmp_path / "critic_output.json"
-    summary = run_cli(["score", "--videos", str(fixtures_dir / "lift-demo/test.json"), "--critic", adapter_dir,
-                       "--out", str(out), "--format", "lift-json", "--work-dir", str(tmp_path / "work"),
-                       "score.max_new_tokens=4"])
+    args = ["score", "--videos", str(fixtures_dir / "lift-demo/test.json"), "--critic", adapter_dir, "--out", str(out),
+            "--format", "lift-json", "--work-dir", str(tmp_path / "work"), "score.max_new_tokens=4"]
+    summary = run_cli(args)
     assert summary["scored"] == 2 and summary["json_entries"] == 2 and summary["json_missing"] == []
     got = json.loads(out.read_text())
     reference = json.loads((fixtures_dir / "lift-demo/critic_output_13b.json").read_text())
@@ -63,10 +64,14 @@ def test_lift_json_in_lift_json_out(ray_session, tmp_path, fixtures_dir, adapter
     by_uri = {r["uri"].rsplit("/", 1)[-1]: r["label_semantic"] for r in scores.to_pylist()}
     assert all(by_uri[v] == lab for (v, _), lab in labels.items())
 
-    # Rerun: nothing left to score, the same output.
-    again = run_cli(["score", "--videos", str(fixtures_dir / "lift-demo/test.json"), "--critic", adapter_dir,
-                     "--out", str(out), "--format", "lift-json", "--work-dir", str(tmp_path / "work")])
-    assert again["scored"] == 0 and again["resumed"] == 2 and json.loads(out.read_text()) == got
+    # The score stage of lift-full did the work, under the work dir: a rerun finds it done and scores nothing.
+    stage_dir = tmp_path / "work" / "score"
+    assert summary["stage_dir"].startswith(f"{stage_dir}/")
+    success = Path(summary["stage_dir"]) / "_SUCCESS.json"
+    written = success.stat().st_mtime_ns
+    again = run_cli(args)
+    assert again == summary and json.loads(out.read_text()) == got
+    assert success.stat().st_mtime_ns == written and len(list(stage_dir.iterdir())) == 1
 
 
 def test_sources_resolve_to_manifests(tmp_path, fixtures_dir):

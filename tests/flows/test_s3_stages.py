@@ -1,5 +1,5 @@
-"""ingest, decode and score on an ``s3://`` run root, against a real S3-protocol server on loopback
-(moto's server mode, started here). Inputs, outputs and Prefect's cached task results all land there."""
+"""synth, ingest, decode and score as Prefect tasks on an ``s3://`` run root, against a real S3-protocol
+server on loopback (moto's server mode). Inputs, outputs and Prefect's cached task results all land there."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests/lift_core/rescore"))
-from rescore_fixtures import critic_a, critic_base  # noqa: E402,F401
-
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 

@@ -3,11 +3,13 @@ runs is a cache hit on the same folder; one that changes what it computes runs i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from prefect import flow
 
 from lift_core.config import load_config
-from tasks.stages import Stages
+from tasks.stages import InlineStages, Stages
 
 pytestmark = pytest.mark.integration
 
@@ -19,11 +21,14 @@ def prepare_data(cfg_dict: dict) -> tuple[dict, dict[str, str]]:
     return run.results, run.states
 
 
-def _run(tmp_path, *extra: str) -> tuple[dict, dict[str, str]]:
-    cfg = load_config("configs/demo.yaml", [
+def _cfg(tmp_path, *extra: str):
+    return load_config("configs/demo.yaml", [
         f"run_root={tmp_path / 'run'}", "data.synthetic.n=2", "data.synthetic.n_real=1", "data.synthetic.n_prompts=2",
         "decode.frames=2", "decode.height=16", "decode.width=16", *extra])
-    state = prepare_data(cfg.model_dump(mode="json"), return_state=True)
+
+
+def _run(tmp_path, *extra: str) -> tuple[dict, dict[str, str]]:
+    state = prepare_data(_cfg(tmp_path, *extra).model_dump(mode="json"), return_state=True)
     assert state.is_completed(), state.message
     return state.result()
 
@@ -43,3 +48,15 @@ def test_a_rerun_hits_the_cache_exactly_when_the_stage_folder_is_the_same(prefec
     assert states == {"synth": "Cached", "ingest": "Cached", "decode": "Completed"}
     assert more["decode"]["key"] != first["decode"]["key"]
     assert more["decode"]["out_uri"] == str(tmp_path / "run" / "decode" / more["decode"]["key"])
+
+
+def test_the_cli_runs_the_stages_the_flow_runs(prefect_api, ray_session, tmp_path):
+    """``InlineStages`` (the ``lift`` CLI) and the flow's tasks write and find the same stage folders."""
+    inline = InlineStages(_cfg(tmp_path))
+    inline.prepare_data()
+    done = {label: Path(r["out_uri"], "_SUCCESS.json").stat().st_mtime_ns for label, r in inline.results.items()}
+
+    results, states = _run(tmp_path)
+    assert states == dict.fromkeys(("synth", "ingest", "decode"), "Completed")  # new to Prefect's cache...
+    assert results == inline.results  # ...but each task found its stage done by the CLI
+    assert {label: Path(r["out_uri"], "_SUCCESS.json").stat().st_mtime_ns for label, r in results.items()} == done
