@@ -87,12 +87,6 @@ def job_key(row: dict[str, Any]) -> tuple[str, str, int]:
     return (str(row["tag"]), str(row["prompt_id"]), int(row["index"]))
 
 
-def frames_from_pipeline(output: Any) -> np.ndarray:
-    """The pipeline's ``output_type="np"`` frames (float in [0, 1], [B, T, H, W, 3]) as uint8."""
-    frames = np.asarray(output.frames)
-    return np.clip(np.round(frames * 255.0), 0, 255).astype(np.uint8)
-
-
 class T2VGenerator:
     """Loads the pipeline once; turns job batches into mp4 files and manifest rows.
 
@@ -151,23 +145,16 @@ class T2VGenerator:
             self.spec.set_denoiser(self.pipe, self.tuned_denoiser if aligned else self.base_denoiser)
 
     def generate(self, captions: list[str], seeds: list[int]) -> np.ndarray:
-        """uint8 ``[B, T, H, W, 3]`` videos, one per (caption, seed)."""
+        """uint8 ``[B, T, H, W, 3]`` videos, one per (caption, seed): the family's ``generate``."""
         import torch
 
         t = self.t2v
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-        out = self.pipe(
-            prompt=list(captions),
-            height=t.height,
-            width=t.width,
-            num_frames=t.num_frames,
-            num_inference_steps=t.num_inference_steps,
-            guidance_scale=t.guidance_scale,
-            max_sequence_length=t.max_sequence_length,
-            generator=generators,
-            output_type="np",
+        return self.spec.generate(
+            self.pipe, list(captions), generators,
+            height=t.height, width=t.width, num_frames=t.num_frames, num_inference_steps=t.num_inference_steps,
+            guidance_scale=t.guidance_scale, max_sequence_length=t.max_sequence_length,
         )
-        return frames_from_pipeline(out)
 
     def run_jobs(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from lift_core.video.io import encode_mp4

@@ -43,6 +43,30 @@ def test_same_seed_same_video(generated, t2v_cfg, tiny_t2v, tmp_path):
     assert again["video_id"] == row["video_id"]
 
 
+def test_generator_generates_through_the_family(t2v_cfg, tiny_t2v, tmp_path, monkeypatch):
+    """``T2VGenerator.generate`` is the family's ``generate`` (no pipeline call of its own), seeded per video."""
+    import numpy as np
+    import torch
+
+    gen = T2VGenerator(tiny_t2v, t2v_cfg.t2v, str(tmp_path))
+    t = t2v_cfg.t2v
+    shape = dict(height=t.height, width=t.width, num_frames=t.num_frames, num_inference_steps=t.num_inference_steps,
+                 guidance_scale=t.guidance_scale, max_sequence_length=t.max_sequence_length)
+    direct = gen.spec.generate(gen.pipe, ["a red ball"], [torch.Generator(device="cpu").manual_seed(11)], **shape)
+    calls = []
+    family_generate = gen.spec.generate
+
+    def spy(pipe, captions, generators, **kwargs):
+        calls.append((pipe, list(captions), [g.initial_seed() for g in generators], kwargs))
+        return family_generate(pipe, captions, generators, **kwargs)
+
+    monkeypatch.setattr(gen.spec, "generate", spy)
+    videos = gen.generate(["a red ball"], [11])
+    assert calls == [(gen.pipe, ["a red ball"], [11], shape)]
+    assert videos.dtype == np.uint8 and videos.shape == (1, t.num_frames, t.height, t.width, 3)
+    np.testing.assert_array_equal(videos, direct)
+
+
 def test_generation_resumes_after_a_crash(ray_session, t2v_cfg, tiny_t2v, prompts_uri, t2v_root):
     cfg = t2v_cfg.model_copy(deep=True)
     cfg.generate.seed = 7  # a separate stage directory from the session's run
