@@ -2,14 +2,23 @@
 
 Every stage writes under ``<run_root>/<stage>/<key>/`` and ends by writing ``_SUCCESS.json``.
 ``key`` hashes the upstream keys, the stage's config section and the code version, so a rerun with
-the same inputs finds ``_SUCCESS.json`` and skips the stage.
+the same inputs finds ``_SUCCESS.json`` and skips the stage. ``_SUCCESS.json`` lists every output
+file with its size, Parquet row count and sha256; a cache hit checks sizes and row counts (and the
+hashes when ``LIFT_VERIFY_OUTPUTS=1`` or ``verify=True``), so a truncated or deleted output makes
+the stage run again instead of failing, or silently shrinking, the stages after it.
+
+Storage the run cannot use (disk full, permission denied on a write, missing credentials) raises
+``ResourceError``: one line naming the path and the cause, which survives Ray's task boundary.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SUCCESS_FILE = "_SUCCESS.json"
+VERIFY_ENV = "LIFT_VERIFY_OUTPUTS"  # "1": a cache hit also checks the sha256 of every output file
 _CODE_VERSION: str | None = None
+
+log = logging.getLogger("lift.storage")
 
 
 def code_version() -> str:
@@ -64,6 +76,95 @@ def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return f"{proto}://{path.lstrip('/')}" if proto != "memory" else f"memory://{path}"
 
 
+# --------------------------------------------------------------------------- resource errors
+# errno -> what the user is told. Permission errors count only on writes: an unreadable input is a
+# bad input (quarantined by its stage), an unwritable output stops the run.
+_FULL_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system"}
+_PERMISSION_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+# Credential failures of botocore (s3fs), google-auth (gcsfs) and azure-identity (adlfs), matched by
+# class name so none of them has to be installed.
+_CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+                      "NoAuthTokenError", "DefaultCredentialsError", "RefreshError", "CredentialUnavailableError",
+                      "ClientAuthenticationError"}
+# The last line of a worker traceback that Ray Data folded into its UserCodeException text.
+_TRACEBACK_OSERROR = re.compile(r"^(?:[\w.]+\.)?\w*Error: \[Errno (\d+)\] ([^\n]*?)(?:: '([^'\n]*)')?\s*$", re.MULTILINE)
+_TRACEBACK_RESOURCE = re.compile(r"^(?:[\w.]+\.)?ResourceError: (.+)$", re.MULTILINE)
+_TRACEBACK_CREDENTIALS = re.compile(
+    rf"^(?:[\w.]+\.)?({'|'.join(sorted(_CREDENTIAL_ERRORS))}): (.+)$", re.MULTILINE)
+
+
+class ResourceError(RuntimeError):
+    """Storage the run cannot use: disk full, permission denied, missing credentials.
+
+    The message is one line, ``<action> <path>: <cause>``. Not an ``OSError`` on purpose: handlers that
+    turn an ``OSError`` into one quarantined input (or a retry) must let it through, since every
+    other input would hit it too. Pickles with its fields, so it crosses Ray's task boundary intact.
+    """
+
+    def __init__(self, path: str, reason: str, action: str = ""):
+        self.path, self.reason, self.action = path, reason, action
+        head = f"{action} {path}".strip()
+        super().__init__(f"{head}: {reason}" if head else reason)
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason, self.action))
+
+
+def _oserror_reason(err: OSError, writing: bool) -> str | None:
+    kinds = {**_FULL_ERRNOS, **(_PERMISSION_ERRNOS if writing else {})}
+    if err.errno not in kinds:
+        return None
+    detail = err.strerror or os.strerror(err.errno)
+    return f"{kinds[err.errno]} ({detail})" if detail.lower() != kinds[err.errno] else kinds[err.errno]
+
+
+def _causes(err: BaseException):
+    """``err`` and what it wraps: ``__cause__``/``__context__`` and Ray's ``RayTaskError.cause``."""
+    seen: set[int] = set()
+    todo = [err]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend(x for x in (getattr(e, "cause", None), e.__cause__, e.__context__) if isinstance(x, BaseException))
+
+
+def as_resource_error(err: BaseException, path: str, action: str, *, writing: bool) -> ResourceError | None:
+    """``err`` as a ``ResourceError`` about ``path`` (default: the failing file) when a resource failure
+    caused it, else None."""
+    for e in _causes(err):
+        if isinstance(e, ResourceError):
+            return e
+        if any(c.__name__ in _CREDENTIAL_ERRORS for c in type(e).__mro__):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return ResourceError(path, f"missing or invalid credentials ({first})", action)
+        if isinstance(e, OSError) and (reason := _oserror_reason(e, writing)):
+            return ResourceError(path or str(e.filename or ""), reason, action)
+    return None
+
+
+def resource_error_in(err: BaseException) -> ResourceError | None:
+    """The resource failure behind any error, wherever it was raised, or None.
+
+    Looks through exception chains and Ray's wrappers: ``RayTaskError.cause``, and the worker
+    traceback that Ray Data keeps only as text in its ``UserCodeException``. The CLI and the task
+    layer print ``str()`` of the result: one line naming the path and the cause.
+    """
+    if found := as_resource_error(err, "", "", writing=True):
+        return found
+    text = str(err)
+    if m := _TRACEBACK_RESOURCE.findall(text):
+        return ResourceError("", m[-1].strip())
+    if m := _TRACEBACK_CREDENTIALS.findall(text):
+        return ResourceError("", f"missing or invalid credentials ({m[-1][1].strip()})")
+    for code, strerror, filename in reversed(_TRACEBACK_OSERROR.findall(text)):
+        if reason := _oserror_reason(OSError(int(code), strerror), writing=True):
+            return ResourceError(filename, reason)
+    return None
+
+
 def exists(uri: str) -> bool:
     fs, path = fs_and_path(uri)
     return fs.exists(path)
@@ -71,13 +172,25 @@ def exists(uri: str) -> bool:
 
 def makedirs(uri: str) -> None:
     fs, path = fs_and_path(uri)
-    fs.makedirs(path, exist_ok=True)
+    try:
+        fs.makedirs(path, exist_ok=True)
+    except Exception as err:
+        if resource := as_resource_error(err, uri, "creating folder", writing=True):
+            raise resource from err
+        raise
 
 
 def read_bytes(uri: str) -> bytes:
     fs, path = fs_and_path(uri)
-    with fs.open(path, "rb") as f:
-        return f.read()
+    try:
+        with fs.open(path, "rb") as f:
+            return f.read()
+    except Exception as err:
+        # Only run-wide causes (credentials, a full disk) change type: an unreadable input stays an
+        # OSError, which its stage quarantines.
+        if resource := as_resource_error(err, uri, "reading", writing=False):
+            raise resource from err
+        raise
 
 
 def read_text(uri: str) -> str:
@@ -85,15 +198,33 @@ def read_text(uri: str) -> str:
 
 
 def write_bytes_atomic(uri: str, data: bytes) -> None:
-    """Write to a temporary sibling, then move into place, so readers never see a partial file."""
+    """Write to a temporary sibling, then move into place, so readers never see a partial file.
+
+    On any failure the temporary file is removed (a full disk stays full otherwise); resource
+    failures raise ``ResourceError`` naming ``uri``.
+    """
     fs, path = fs_and_path(uri)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}" if parent else f".tmp-{uuid.uuid4().hex}"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
+    try:
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        fs.mv(tmp, path)
+    except BaseException as err:
+        _remove_quietly(fs, tmp)
+        if isinstance(err, Exception) and (resource := as_resource_error(err, uri, "writing", writing=True)):
+            raise resource from err
+        raise
+
+
+def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    try:
+        if fs.exists(path):
+            fs.rm(path)
+    except Exception as err:  # cleanup must not hide the error that got us here
+        log.warning("could not remove the temporary file %s: %s", path, err)
 
 
 def write_json(uri: str, obj: Any) -> None:
@@ -152,7 +283,13 @@ def stage_key(stage: str, upstream: Iterable[str], config_fingerprint: str, extr
 
 @dataclass
 class StageResult:
-    """What a stage reports: written as ``_SUCCESS.json`` and passed between Prefect tasks."""
+    """What a stage reports: written as ``_SUCCESS.json`` and passed between Prefect tasks.
+
+    ``files`` is filled by ``mark_success``: per output name, what was written (``describe_output``),
+    so a later cache hit can tell whether the outputs are intact. It can list thousands of files, so
+    it stays out of ``to_dict`` (what tasks pass around and the CLI prints) and of equality; it lives
+    in ``_SUCCESS.json`` (``to_record``).
+    """
 
     stage: str
     key: str
@@ -160,28 +297,202 @@ class StageResult:
     outputs: dict[str, str] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["files"]
+        return out
+
+    def to_record(self) -> dict[str, Any]:
+        """The content of ``_SUCCESS.json``: ``to_dict`` plus ``files``."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StageResult":
-        return cls(**{k: d[k] for k in ("stage", "key", "out_uri", "outputs", "counts", "metrics") if k in d})
+        names = ("stage", "key", "out_uri", "outputs", "counts", "metrics", "files")
+        return cls(**{k: d[k] for k in names if k in d})
 
 
 def stage_dir(run_root: str, stage: str, key: str) -> str:
     return join(run_root, stage, key)
 
 
-def load_success(out_uri: str) -> StageResult | None:
+# --------------------------------------------------------------------------- verified stage outputs
+def verify_requested(verify: bool | None = None) -> bool:
+    """Whether cache hits check full hashes: ``verify`` when given, else ``LIFT_VERIFY_OUTPUTS``."""
+    if verify is not None:
+        return bool(verify)
+    return os.environ.get(VERIFY_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _is_content(rel: str) -> bool:
+    """Hidden files (temp files of atomic writes) and success markers are not output content."""
+    parts = rel.strip("/").split("/")
+    return not any(p.startswith(".") for p in parts) and parts[-1] != SUCCESS_FILE
+
+
+def _folder_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:
+    """``relative name -> size`` of the content files under a folder (one listing call)."""
+    base = path.rstrip("/")
+    found = fs.find(base, detail=True)
+    out = {}
+    for p, info in found.items():
+        rel = p[len(base):].lstrip("/")
+        if info.get("type", "file") == "file" and rel and _is_content(rel):
+            out[rel] = int(info.get("size") or 0)
+    return out
+
+
+def _parquet_rows(fs: fsspec.AbstractFileSystem, path: str) -> int:
+    return pq.ParquetFile(path, filesystem=fs).metadata.num_rows
+
+
+def _file_sha256(fs: fsspec.AbstractFileSystem, path: str, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _describe_file(fs: fsspec.AbstractFileSystem, path: str, size: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {"size": int(size), "sha256": _file_sha256(fs, path)}
+    if path.endswith(".parquet"):
+        entry["rows"] = _parquet_rows(fs, path)
+    return entry
+
+
+def describe_output(uri: str) -> dict[str, Any]:
+    """What an output holds: a file's size, sha256 and (Parquet) row count, or a folder's files.
+
+    ``{"uri", "kind": "file", "size", "sha256"[, "rows"]}``, ``{"uri", "kind": "dir", "files":
+    {relative name: {"size", "sha256"[, "rows"]}}}`` or ``{"uri", "kind": "absent"}``.
+    """
+    fs, path = fs_and_path(uri)
+    if fs.isdir(path):
+        files = {rel: _describe_file(fs, f"{path.rstrip('/')}/{rel}", size)
+                 for rel, size in sorted(_folder_files(fs, path).items())}
+        return {"uri": uri, "kind": "dir", "files": files}
+    if fs.exists(path):
+        return {"uri": uri, "kind": "file", **_describe_file(fs, path, fs.size(path))}
+    return {"uri": uri, "kind": "absent"}
+
+
+@dataclass(frozen=True)
+class OutputProblem:
+    """One output file that does not match what ``_SUCCESS.json`` recorded."""
+
+    output: str  # the output's name in ``StageResult.outputs``
+    uri: str  # the file (or folder) at fault
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.uri}: {self.reason}"
+
+
+def _file_problems(name: str, uri: str, fs, path: str, recorded: dict[str, Any], size: int | None,
+                   verify: bool) -> list[OutputProblem]:
+    if size is None:
+        return [OutputProblem(name, uri, "missing")]
+    if size != recorded.get("size"):
+        return [OutputProblem(name, uri, f"{size} bytes, {SUCCESS_FILE} recorded {recorded.get('size')}")]
+    if "rows" in recorded:
+        try:
+            rows = _parquet_rows(fs, path)
+        except Exception as err:  # a damaged footer is the finding itself, not a crash
+            return [OutputProblem(name, uri, f"unreadable Parquet ({type(err).__name__}: {err})")]
+        if rows != recorded["rows"]:
+            return [OutputProblem(name, uri, f"{rows} rows, {SUCCESS_FILE} recorded {recorded['rows']}")]
+    if verify and "sha256" in recorded and _file_sha256(fs, path) != recorded["sha256"]:
+        return [OutputProblem(name, uri, f"sha256 differs from the one {SUCCESS_FILE} recorded")]
+    return []
+
+
+def output_problems(files: dict[str, Any], verify: bool | None = None) -> list[OutputProblem]:
+    """How the outputs on storage differ from ``files`` (``StageResult.files``); empty when intact.
+
+    Sizes and Parquet row counts (footers only) always; sha256 of every file when ``verify``.
+    """
+    verify = verify_requested(verify)
+    problems: list[OutputProblem] = []
+    for name, rec in sorted(files.items()):
+        uri, kind = rec.get("uri", ""), rec.get("kind")
+        fs, path = fs_and_path(uri)
+        if kind == "file":
+            size = fs.size(path) if fs.isfile(path) else None
+            problems += _file_problems(name, uri, fs, path, rec, size, verify)
+        elif kind == "dir":
+            if not fs.isdir(path):
+                problems.append(OutputProblem(name, uri, "folder missing"))
+                continue
+            found = _folder_files(fs, path)
+            for rel, entry in sorted(rec.get("files", {}).items()):
+                problems += _file_problems(name, join(uri, rel), fs, f"{path.rstrip('/')}/{rel}", entry,
+                                           found.get(rel), verify)
+            for rel in sorted(set(found) - set(rec.get("files", {}))):
+                problems.append(OutputProblem(name, join(uri, rel), f"not written by the stage ({SUCCESS_FILE} does not list it)"))
+    return problems
+
+
+def read_success(out_uri: str) -> dict[str, Any] | None:
+    """The raw ``_SUCCESS.json`` of a stage folder, or None when absent or unreadable."""
     uri = join(out_uri, SUCCESS_FILE)
     if not exists(uri):
         return None
-    return StageResult.from_dict(read_json(uri))
+    try:
+        record = read_json(uri)
+    except ValueError as err:
+        log.warning("%s is unreadable (%s): the stage runs again", uri, err)
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def check_success(out_uri: str, verify: bool | None = None) -> tuple[StageResult | None, list[OutputProblem]]:
+    """``(result, [])`` for a finished stage whose outputs are intact, ``(None, problems)`` when they
+    no longer match ``_SUCCESS.json``, ``(None, [])`` when it has not finished."""
+    record = read_success(out_uri)
+    if record is None:
+        return None, []
+    problems = output_problems(record.get("files") or {}, verify)
+    if problems:
+        shown = "; ".join(str(p) for p in problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        log.warning("%s: outputs do not match %s, the stage runs again: %s", out_uri, SUCCESS_FILE, shown)
+        return None, problems
+    return StageResult.from_dict(record), []
+
+
+def load_success(out_uri: str, verify: bool | None = None) -> StageResult | None:
+    """The finished stage's result, or None when it must run (again).
+
+    None when ``_SUCCESS.json`` is absent, or when an output no longer matches it: missing, another
+    size or row count, a file it does not list, or (``verify``) another sha256. Each mismatch is
+    logged with the file and why, and the stage recomputes. A ``_SUCCESS.json`` written before
+    outputs were recorded (no ``files``) is trusted as it was.
+    """
+    return check_success(out_uri, verify)[0]
+
+
+class StageOutputError(RuntimeError):
+    """A stage's outputs do not match its ``_SUCCESS.json`` and nothing can recompute them here."""
+
+
+def require_success(out_uri: str, verify: bool | None = None) -> StageResult:
+    """The finished stage's result; raises ``StageOutputError`` naming the first bad file."""
+    record = read_success(out_uri)
+    if record is None:
+        raise StageOutputError(f"{join(out_uri, SUCCESS_FILE)}: missing or unreadable; the stage has not finished")
+    if problems := output_problems(record.get("files") or {}, verify):
+        raise StageOutputError(f"{problems[0]} (output {problems[0].output!r} of {out_uri}; "
+                               f"{len(problems)} problem(s); rerun the stage)")
+    return StageResult.from_dict(record)
 
 
 def mark_success(result: StageResult) -> StageResult:
-    write_json(join(result.out_uri, SUCCESS_FILE), result.to_dict())
+    """Record ``result.files`` (sizes, row counts, hashes of every output) and write ``_SUCCESS.json``
+    last, so its presence means the outputs were complete."""
+    result.files = {name: describe_output(uri) for name, uri in sorted(result.outputs.items())}
+    write_json(join(result.out_uri, SUCCESS_FILE), result.to_record())
     return result
 
 
