@@ -4,14 +4,21 @@ Each Ray task decodes one batch of videos and writes it as one shard, so frames 
 through the driver (its memory stays flat) and a crashed run resumes: videos already in a shard
 are skipped. Shard names hash their video ids, so a retried task overwrites its own shard.
 Every video that cannot be decoded becomes a quarantine row with its error.
+
+Shards are not trusted blindly: a resume drops shards it cannot read, and a cache hit whose
+``_SUCCESS.json`` no longer matches the shards (one truncated, deleted or, with verification, altered)
+drops the damaged ones and decodes their videos again. A full disk or missing credentials stop the
+run with one line naming the path (``storage.ResourceError``), never one quarantine row per video.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +33,9 @@ from lift_core.video.io import VideoDecodeError, read_video
 
 STAGE = "decode"
 PARAMS_FILE = "decode_params.json"
+QUARANTINE_FILE = "quarantine.parquet"
+
+log = logging.getLogger("lift.decode")
 
 
 def output_params(params: DecodeConfig) -> dict[str, Any]:
@@ -34,8 +44,20 @@ def output_params(params: DecodeConfig) -> dict[str, Any]:
 
 
 def decode_batch(batch: dict[str, np.ndarray], frames_dir: str, params: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Ray Data batch function: decode a batch, write it as one shard, return one status row per video."""
+    """Ray Data batch function: decode a batch, write it as one shard, return one status row per video.
+
+    ``error`` is a bad input's reason (quarantined). ``fatal`` carries a resource failure (disk full,
+    missing credentials) as data rather than as an exception: Ray Data would wrap an exception into a
+    ``UserCodeException`` that keeps the cause only in its log files.
+    """
     rows, errors = [], []
+    n = len(batch["video_id"])
+
+    def fatal(err: storage.ResourceError) -> dict[str, np.ndarray]:
+        encoded = json.dumps([err.path, err.reason, err.action])
+        return {"video_id": batch["video_id"], "uri": batch["uri"], "error": np.array([""] * n, dtype=object),
+                "fatal": np.array([encoded] * n, dtype=object)}
+
     for vid, uri in zip(batch["video_id"], batch["uri"]):
         try:
             v = read_video(str(uri), params["frames"], params["height"], params["width"], backend=params["backend"])
@@ -43,6 +65,8 @@ def decode_batch(batch: dict[str, np.ndarray], frames_dir: str, params: dict[str
             errors.append(str(err))
             continue
         except Exception as err:  # an unexpected decoder failure is still one bad input, not a dead run
+            if resource := storage.as_resource_error(err, str(uri), "reading", writing=False):
+                return fatal(resource)
             errors.append(f"{type(err).__name__}: {err}")
             continue
         rows.append(
@@ -52,18 +76,45 @@ def decode_batch(batch: dict[str, np.ndarray], frames_dir: str, params: dict[str
         errors.append("")
     if rows:
         name = hashlib.sha256("|".join(r["video_id"] for r in rows).encode()).hexdigest()[:16]
-        storage.write_table(storage.join(frames_dir, f"part-{name}.parquet"), frames_table(rows))
-    return {"video_id": batch["video_id"], "uri": batch["uri"], "error": np.array(errors, dtype=object)}
+        try:
+            storage.write_table(storage.join(frames_dir, f"part-{name}.parquet"), frames_table(rows))
+        except storage.ResourceError as err:
+            return fatal(err)
+    return {"video_id": batch["video_id"], "uri": batch["uri"], "error": np.array(errors, dtype=object),
+            "fatal": np.array([""] * n, dtype=object)}
 
 
-def done_video_ids(frames_dir: str) -> set[str]:
-    """Video ids already written by a previous (possibly crashed) run."""
+def done_video_ids(frames_dir: str, damaged: Mapping[str, str] | None = None) -> set[str]:
+    """Video ids in the intact shards of an earlier (possibly crashed) run.
+
+    A shard that cannot be read (truncated by a crash or a full disk, not Parquet), or that
+    ``damaged`` names (``{uri: why}``: files that failed the ``_SUCCESS.json`` check), is removed and
+    logged, so its videos are decoded again instead of breaking every later reader.
+    """
     if not storage.exists(frames_dir):
         return set()
+    fs, root = storage.fs_and_path(frames_dir)
+    root = root.rstrip("/")
+    # Only files inside this frames folder: a problem about the folder itself removes nothing.
+    damaged_paths = {storage.fs_and_path(u)[1]: why for u, why in (damaged or {}).items()}
+    damaged_paths = {p: why for p, why in damaged_paths.items() if p.startswith(root + "/")}
     done: set[str] = set()
     for uri in shard_files(frames_dir):
-        fs, path = storage.fs_and_path(uri)
-        done.update(pq.read_table(path, filesystem=fs, columns=["video_id"]).column("video_id").to_pylist())
+        path = storage.fs_and_path(uri)[1]
+        if path in damaged_paths:
+            reason = damaged_paths[path]
+        else:
+            try:
+                done.update(pq.read_table(path, filesystem=fs, columns=["video_id"]).column("video_id").to_pylist())
+                continue
+            except Exception as err:  # pyarrow raises ArrowInvalid or OSError for a truncated file
+                reason = f"unreadable ({type(err).__name__}: {err})"
+        log.warning("frames shard %s: %s; removed, its videos are decoded again", uri, reason)
+        fs.rm(path)
+    for path, reason in damaged_paths.items():  # not a shard (another suffix) but not ours either
+        if fs.isfile(path):
+            log.warning("%s in the frames folder: %s; removed", path, reason)
+            fs.rm(path)
     return done
 
 
@@ -110,11 +161,14 @@ def plan(manifest_uri: str, done: set[str]) -> DecodePlan:
 
 
 def decode_manifest(
-    manifest_uri: str, out_dir: str, params: DecodeConfig, progress: ProgressFn | None = None
+    manifest_uri: str, out_dir: str, params: DecodeConfig, progress: ProgressFn | None = None,
+    damaged: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Decode every video of a manifest into ``out_dir/frames``; returns ``{"outputs", "counts"}``.
 
-    Needs Ray initialised (``ensure_ray``). Rerunning into the same folder resumes.
+    Needs Ray initialised (``ensure_ray``). Rerunning into the same folder resumes from its intact
+    shards; ``damaged`` (``{uri: why}``) names shards to drop and decode again (``done_video_ids``). Raises
+    ``storage.ResourceError`` when storage fails (disk full, missing credentials).
     """
     import ray.data
 
@@ -123,7 +177,7 @@ def decode_manifest(
     _check_params(out_dir, params)
     frames_dir = storage.join(out_dir, "frames")
     storage.makedirs(frames_dir)
-    done = done_video_ids(frames_dir)
+    done = done_video_ids(frames_dir, damaged)
     plan_ = plan(manifest_uri, done)
     todo, bad = plan_.todo, plan_.bad
     progress(0.0, f"{plan_.resumed} videos already decoded, {len(todo)} to go")
@@ -142,6 +196,8 @@ def decode_manifest(
         )
         seen = 0
         for batch in statuses.iter_batches(batch_size=None, batch_format="numpy"):
+            if failed := next((f for f in batch["fatal"] if f), None):
+                raise storage.ResourceError(*json.loads(failed))
             for vid, uri, err in zip(batch["video_id"], batch["uri"], batch["error"]):
                 seen += 1
                 if err:
@@ -149,7 +205,7 @@ def decode_manifest(
                 else:
                     decoded += 1
             progress(seen / len(todo), f"decoded {decoded}/{len(todo)} ({seen - decoded} failed)")
-    quarantine_uri = storage.join(out_dir, "quarantine.parquet")
+    quarantine_uri = storage.join(out_dir, QUARANTINE_FILE)
     storage.write_table(quarantine_uri, rows_to_table(bad, QUARANTINE_SCHEMA))
     counts = {
         "videos": plan_.distinct,
@@ -168,17 +224,62 @@ def stage_out(cfg: PipelineConfig, manifest_uri: str) -> tuple[str, str]:
     return key, storage.stage_dir(cfg.run_root, STAGE, key)
 
 
+class MissingFramesError(RuntimeError):
+    """Videos that the decode stage neither decoded nor quarantined: its frames output lost them."""
+
+
+def missing_frames_reasons(frames_uris: Iterable[str], missing: list[dict[str, Any]]) -> dict[str, str] | None:
+    """``video_id -> why it has no frames`` (the decode quarantine's error) for manifest rows ``missing``.
+
+    None when a frames URI is not a decode stage's ``frames`` folder (no ``decode_params.json``
+    beside it): nothing can say why, and the caller keeps a generic reason. A video that no decode
+    stage quarantined raises ``MissingFramesError``: its shard was lost, and skipping it would shrink
+    every later result without a word.
+    """
+    frames_uris = list(frames_uris)
+    quarantines = []
+    for frames in frames_uris:
+        out_dir = frames.rstrip("/").rsplit("/", 1)[0] if "/" in frames.rstrip("/") else ""
+        if not out_dir or not storage.exists(storage.join(out_dir, PARAMS_FILE)):
+            return None
+        quarantines.append(storage.join(out_dir, QUARANTINE_FILE))
+    errors: dict[str, str] = {}
+    for uri in quarantines:
+        if storage.exists(uri):
+            for row in storage.read_table(uri, columns=["video_id", "error"]).to_pylist():
+                if row["video_id"]:
+                    errors.setdefault(row["video_id"], row["error"])
+    unexplained = [r for r in missing if r["video_id"] not in errors]
+    if unexplained:
+        first = unexplained[0]
+        raise MissingFramesError(
+            f"{len(unexplained)} video(s) have no decoded frames and no row in the decode quarantine "
+            f"({', '.join(quarantines)}), e.g. {first['video_id']} ({first.get('uri')}): the frames under "
+            f"{', '.join(frames_uris)} are incomplete (a shard deleted or lost); rerun decode to decode them again"
+        )
+    return {r["video_id"]: f"no decoded frames: the decode stage quarantined it ({errors[r['video_id']]})"
+            for r in missing}
+
+
 def run_decode(cfg: PipelineConfig, manifest_uri: str, progress: ProgressFn | None = None) -> storage.StageResult:
     """The decode stage: frames of every video of ``manifest_uri`` under ``<run_root>/decode/<key>/``."""
     from lift_core.distributed.ray_runtime import ensure_ray
 
     key, out = stage_out(cfg, manifest_uri)
-    if done := storage.load_success(out):
+    done, problems = storage.check_success(out)
+    if done:
         return done
+    if problems:
+        # Repair in place: intact shards stay, damaged ones are decoded again. The stale marker goes
+        # first, so a crash during the repair never leaves it vouching for files that changed.
+        fs, path = storage.fs_and_path(storage.join(out, storage.SUCCESS_FILE))
+        fs.rm(path)
     ensure_ray(cfg.ray)
-    res = decode_manifest(manifest_uri, out, cfg.decode, progress)
+    damaged = {p.uri: p.reason for p in problems if p.output == "frames"}
+    res = decode_manifest(manifest_uri, out, cfg.decode, progress, damaged=damaged)
     metrics = {"params": output_params(cfg.decode)}
     return storage.mark_success(storage.StageResult(STAGE, key, out, res["outputs"], res["counts"], metrics))
 
 
-__all__ = ["decode_batch", "decode_manifest", "done_video_ids", "run_decode"]
+__all__ = ["MissingFramesError", "decode_batch", "decode_manifest", "done_video_ids", "missing_frames_reasons",
+           "run_decode"]
