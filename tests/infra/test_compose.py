@@ -2,13 +2,16 @@
 
 Images pinned, published ports on loopback by default, a health check on every service, secrets
 only from .env, every environment variable the pipeline code reads set where that code runs, the
-GPU profile reserving NVIDIA devices, and the worker image built from infra/Dockerfile.
+GPU profile reserving NVIDIA devices, the worker image built from infra/Dockerfile, and the Ray
+cluster behind token auth with .env kept out of git.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -166,3 +169,36 @@ def test_dependencies_wait_for_healthy_services():
     for name, svc in SERVICES.items():
         for dep, cond in (svc.get("depends_on") or {}).items():
             assert dep in SERVICES and cond["condition"] == "service_healthy", (name, dep)
+
+
+def test_the_ray_cluster_requires_token_auth_from_env():
+    """Every Ray node and the Ray driver (the Prefect worker) run with token auth on one shared token
+    from .env: the head never starts open beside the MinIO root keys (issue 18, finding 7)."""
+    for name in CODE_SERVICES:
+        env = env_of(name)
+        assert env.get("RAY_AUTH_MODE") == "token", name
+        assert env.get("RAY_AUTH_TOKEN", "").startswith("${RAY_AUTH_TOKEN:?"), name
+    assert ENV_EXAMPLE.get("RAY_AUTH_TOKEN"), ".env.example must document RAY_AUTH_TOKEN"
+
+
+def test_env_is_git_ignored_and_its_example_is_not():
+    def ignored(name: str) -> bool:
+        found = subprocess.run(["git", "check-ignore", "--no-index", "-q", name], cwd=REPO, capture_output=True, check=False)
+        if found.returncode in (0, 1):
+            return found.returncode == 0
+        # Not a git checkout (an unpacked archive): the rule must still be there, literally.
+        return name in {line.strip().lstrip("/") for line in (REPO / ".gitignore").read_text().splitlines()}
+
+    assert ignored(".env"), ".env (the compose secrets) must be in .gitignore"
+    assert not ignored(".env.example"), ".env.example documents the variables and is committed"
+
+
+def test_ray_floor_turns_token_auth_on_by_default():
+    """Ray turns token auth on by default for local instances from 2.59: older versions are refused."""
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    (ray,) = [Requirement(d) for d in deps if Requirement(d).name == "ray"]
+    assert {"data", "train"} <= ray.extras
+    assert not ray.specifier.contains("2.58.0") and not ray.specifier.contains("2.50.0")
+    assert ray.specifier.contains("2.59.0") and ray.specifier.contains("2.60.0")

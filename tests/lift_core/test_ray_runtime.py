@@ -1,0 +1,63 @@
+"""A local Ray instance started by ``ensure_ray`` listens on loopback only (issue 18, finding 7).
+
+Ray's default binds GCS, raylet, object manager and worker ports on every interface. The check runs
+in a child process (the test session may already hold its own Ray) and reads the listening sockets
+of every process that Ray started there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+CHILD = textwrap.dedent(
+    """
+    import json, os
+
+    import psutil
+    import ray
+
+    from lift_core.config import RayConfig
+    from lift_core.distributed.ray_runtime import ensure_ray
+
+    ensure_ray(RayConfig(num_cpus=1))
+
+    @ray.remote
+    def node_ip():
+        return ray.util.get_node_ip_address()
+
+    worker_ip = ray.get(node_ip.remote())  # a worker exists: its ports count too
+    listening = []
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    listening.append([proc.name(), conn.laddr.ip, conn.laddr.port])
+        except psutil.Error:
+            pass
+    print("RESULT " + json.dumps({"listening": listening, "worker_ip": worker_ip,
+                                  "gcs": ray.get_runtime_context().gcs_address,
+                                  "env_left": os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}))
+    """
+)
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def test_a_local_ray_instance_listens_on_loopback_only():
+    child = subprocess.run([sys.executable, "-c", CHILD], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"rc={child.returncode}\n{child.stdout[-2000:]}\n{child.stderr[-4000:]}"
+    result = json.loads(lines[0].split(" ", 1)[1])
+    names = {name for name, _, _ in result["listening"]}
+    assert {"gcs_server", "raylet"} <= names, result["listening"]  # the scan sees Ray's servers
+    exposed = [entry for entry in result["listening"] if entry[1] not in LOOPBACK]
+    assert not exposed, f"listening beyond loopback: {exposed}"
+    assert result["worker_ip"] == "127.0.0.1" and result["gcs"].startswith("127.0.0.1:")
+    assert result["env_left"] is None  # the switch was for starting Ray only, not left in the environment
