@@ -39,6 +39,7 @@ def score_manifests(
     from lift_core.critic.backbone import critic_id
     from lift_core.critic.scoring import adapter_base_model, local_copy
     from lift_core.distributed import scoring_pool as pool
+    from lift_core.video.decode_stage import missing_frames_reasons
 
     progress = resolve(progress)
     adapter_local = local_copy(adapter_uri)
@@ -50,6 +51,8 @@ def score_manifests(
     frames_ids = pool.frames_video_ids(frames_uris)
     done = pool.scored_video_ids(scores_uri, cid, need_reasons=want_reasons)
     todo, missing = pool.plan(manifest, frames_ids, done)
+    # Videos without frames: each needs its decode quarantine row, else the frames lost it (an error).
+    missing_why = missing_frames_reasons(frames_uris, missing) or {}
     resumed = sum(1 for v in manifest.column("video_id").to_pylist() if v in done and v in frames_ids)
     progress(0.0, f"{manifest.num_rows} videos: {resumed} already scored, {todo.num_rows} to score, "
                   f"{len(missing)} without frames")
@@ -59,7 +62,8 @@ def score_manifests(
     )
     total = pool.compact_scores(scores_uri)
     progress(1.0, f"{total} score rows in {scores_uri}")
-    quarantine = [quarantine_row(r["uri"], "score", NO_FRAMES, r["video_id"]) for r in missing] + unusable
+    quarantine = [quarantine_row(r["uri"], "score", missing_why.get(r["video_id"], NO_FRAMES), r["video_id"])
+                  for r in missing] + unusable
     return {
         "critic_id": cid,
         "counts": {"videos": manifest.num_rows, "scored": written, "resumed": resumed,
