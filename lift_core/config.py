@@ -285,6 +285,9 @@ class AlignConfig(Section):
     use_real: bool = True
     real_source: str = "hd-vila"  # manifest source of the real set
     reward_column: Literal["reward", "reward_lift"] = "reward"  # continuous reward or LiFT's discrete mapping
+    # reward: LiFT's reward-weighted likelihood. uniform: the ablation, plain fine-tuning on the same
+    # samples (after min_reward) with weight 1, which tells what the reward weights themselves add.
+    weighting: Literal["reward", "uniform"] = "reward"
     # train.batch_size is the GLOBAL batch, split evenly over train.num_workers: results do not depend
     # on the world size, and a run may resume under another one.
     cpus_per_worker: float = 1.0

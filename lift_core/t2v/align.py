@@ -2,8 +2,8 @@
 
 1. ``build_dataset``: join ``scores.parquet`` with the manifests (videos come from the manifests'
    ``uri``), keep generated and real (``align.real_source``) videos, weight each by the critic's reward
-   (``align.reward_column``; real videos times ``align.real_scale``) and drop rewards under
-   ``align.min_reward``. Problems become quarantine rows.
+   (``align.reward_column``; real videos times ``align.real_scale``; weight 1 with ``align.weighting:
+   uniform``, the ablation) and drop rewards under ``align.min_reward``. Problems become quarantine rows.
 2. ``fill_cache``: every video VAE-encoded once, every caption T5-encoded once (``lift_core.t2v.cache``).
 3. ``RewardAlignRecipe`` runs in the one training loop (``lift_core.train``): LoRA (default) or full
    fine-tuning of the family's denoiser with LiFT's loss (``lift_core.t2v.loss``). A sample's latent,
@@ -121,8 +121,9 @@ def build_dataset(
             counts["below_min_reward"] += 1
             continue
         scale = a.real_scale if m["source"] == a.real_source else 1.0
+        weight = (float(reward) if a.weighting == "reward" else 1.0) * scale
         samples.append({**{k: m[k] for k in ("video_id", "uri", "caption", "source")},
-                        "critic_id": s["critic_id"], "reward": float(reward), "weight": float(reward) * scale})
+                        "critic_id": s["critic_id"], "reward": float(reward), "weight": weight})
     for src in sorted(sources):
         counts[f"samples_{src}"] = sum(1 for x in samples if x["source"] == src)
     return samples, quarantine, counts

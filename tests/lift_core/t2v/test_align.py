@@ -31,6 +31,13 @@ def test_dataset_weights_filters_and_quarantine(t2v_cfg, generated, real_manifes
             scale = 0.5 if s["source"] == "hd-vila" else 1.0
             assert by_id[s["video_id"]]["weight"] == pytest.approx(s["reward"] * scale)
 
+    cfg.align.weighting = "uniform"  # the ablation: the same samples, weight 1 (times real_scale)
+    uniform, _, _ = build_dataset(cfg, uri, manifests)
+    assert [s["video_id"] for s in uniform] == [s["video_id"] for s in samples]
+    assert {s["weight"] for s in uniform if s["source"] == "generated"} == {1.0}
+    assert {s["weight"] for s in uniform if s["source"] == "hd-vila"} == {0.5}
+
+    cfg.align.weighting = "reward"
     cfg.align.use_real = False
     samples, _, counts = build_dataset(cfg, uri, manifests)
     assert {s["source"] for s in samples} == {"generated"} and counts["other_sources"] == 2
@@ -38,7 +45,7 @@ def test_dataset_weights_filters_and_quarantine(t2v_cfg, generated, real_manifes
 
 @pytest.mark.slow
 def test_align_killed_after_checkpoint_resumes_on_two_workers(ray_session, t2v_cfg, scores_uri, generated,
-                                                             real_manifest, kill_worker_at_step):
+                                                             real_manifest, kill_worker_at_step, tmp_path):
     manifests = [generated.outputs["generated"], real_manifest]
     cfg = t2v_cfg  # 4 steps, global batch 2, a checkpoint every 2 steps, 1 worker
 
@@ -63,6 +70,15 @@ def test_align_killed_after_checkpoint_resumes_on_two_workers(ray_session, t2v_c
     for r in log:
         assert r["loss"] > 0 and 0 < r["mean_weight"] <= 1 and r["lr"] == pytest.approx(cfg.align.train.lr)
     assert run_align(cfg2, scores_uri, manifests) == res  # finished: a rerun is a no-op
+
+    # An uninterrupted 1-worker run (own run root, same model) takes exactly the same steps.
+    ref_cfg = cfg.model_copy(deep=True)
+    ref_cfg.run_root = str(tmp_path / "uninterrupted")
+    ref_cfg.align.cache_root = str(tmp_path / "uninterrupted" / "cache")
+    ref = run_align(ref_cfg, scores_uri, manifests)
+    ref_log = storage.read_table(ref.outputs["train_log"]).to_pylist()
+    for column in ("loss", "loss_unweighted", "mean_weight", "lr"):
+        assert [r[column] for r in log] == pytest.approx([r[column] for r in ref_log], rel=1e-5), column
 
     # The output is a diffusers LoRA: CogVideoXPipeline.load_lora_weights loads it and changes the model.
     from diffusers import CogVideoXPipeline
