@@ -30,8 +30,11 @@ def ray_session():
     """One small local Ray instance for the whole session (as CI's 2-core machine allows)."""
     import ray
 
+    from lift_core.distributed.ray_runtime import loopback_node
+
     if not ray.is_initialized():
-        ray.init(num_cpus=2, object_store_memory=int(5e8), include_dashboard=False, log_to_driver=False)
+        with loopback_node():  # as the pipeline's own local instance: servers on 127.0.0.1 only
+            ray.init(num_cpus=2, object_store_memory=int(5e8), include_dashboard=False, log_to_driver=False)
     yield ray
 
 

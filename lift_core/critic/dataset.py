@@ -89,17 +89,26 @@ def frames_index(frames_uri: str) -> set[str]:
 
 
 def drop_without_frames(
-    examples: Sequence[CriticExample], available: set[str], uris: dict[str, str] | None = None
+    examples: Sequence[CriticExample], available: set[str], uris: dict[str, str] | None = None,
+    frames_uris: Sequence[str] | None = None,
 ) -> tuple[list[CriticExample], list[dict[str, Any]]]:
-    """Keep examples whose video has decoded frames; one quarantine row per video without."""
+    """Keep examples whose video has decoded frames; one quarantine row per video without.
+
+    With the ``frames_uris`` of a decode stage, each row carries decode's reason, and a video that
+    decode never quarantined raises ``MissingFramesError`` (its shard was lost): never a silent skip."""
+    from lift_core.video.decode_stage import missing_frames_reasons
+
     keep, missing = [], {}
     for ex in examples:
         if ex.video_id in available:
             keep.append(ex)
         else:
             missing[ex.video_id] = None
+    rows = [{"video_id": vid, "uri": (uris or {}).get(vid)} for vid in missing]
+    reasons = (missing_frames_reasons(frames_uris, rows) if frames_uris and rows else None) or {}
     quarantine = [
-        quarantine_row((uris or {}).get(vid), STAGE, "no decoded frames for this rated video", vid) for vid in missing
+        quarantine_row(r["uri"], STAGE, reasons.get(r["video_id"], "no decoded frames for this rated video"),
+                       r["video_id"]) for r in rows
     ]
     return keep, quarantine
 

@@ -300,7 +300,8 @@ def plan_training(cfg: PipelineConfig, manifest_uri: str, frames_uri: str) -> Tr
     model = ensure_critic_base(cfg)
     examples, quarantine = load_examples(manifest_uri)
     manifest = storage.read_table(manifest_uri, columns=["video_id", "uri"]).to_pylist()
-    examples, missing = drop_without_frames(examples, frames_index(frames_uri), {r["video_id"]: r["uri"] for r in manifest})
+    examples, missing = drop_without_frames(examples, frames_index(frames_uri), {r["video_id"]: r["uri"] for r in manifest},
+                                            [frames_uri])
     quarantine += missing
     train = _split_rows(examples, "train")
     held_out = _split_rows(examples, "test") + _split_rows(examples, "val")

@@ -329,7 +329,7 @@ def fit(recipe: Recipe, cfg: PipelineConfig, settings: LoopSettings, config: dic
     try:
         trainer.fit()
     except Exception as err:  # Ray wraps worker errors; keep one readable line on top
-        cause = root_cause(err)
+        cause = storage.resource_error_in(err) or root_cause(err)  # disk full etc.: the path and the cause
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         ck = checkpoints.latest_checkpoint(out_uri)
         where = (f"rerun to resume from the last checkpoint (step {ck[0]}: {ck[1]})" if ck

@@ -62,3 +62,25 @@ def test_frame_store_round_trips_and_rejects_mixed_sizes(rated_data, tmp_path):
     storage.write_table(str(tmp_path / "mixed" / "part.parquet"), frames_table(rows))
     with pytest.raises(ValueError, match="one decode size"):
         FrameStore.build(str(tmp_path / "mixed"), ["a", "b"], str(tmp_path / "mixed-store"))
+
+
+def test_videos_without_frames_carry_decode_reason_or_fail(rated_data, tmp_path):
+    """Issue 18: a rated video with no frames is quarantined with decode's own reason; one that decode
+    never quarantined (its shard was lost) is an error, never a silent skip."""
+    from lift_core import storage
+    from lift_core.schemas import QUARANTINE_SCHEMA, quarantine_row, rows_to_table
+    from lift_core.video.decode_stage import PARAMS_FILE, QUARANTINE_FILE, MissingFramesError
+
+    examples, _ = load_examples(rated_data["manifest"])
+    first, second = sorted({e.video_id for e in examples})[:2]
+    decode_out = tmp_path / "decode"
+    (decode_out / "frames").mkdir(parents=True)
+    (decode_out / PARAMS_FILE).write_text("{}")
+    storage.write_table(str(decode_out / QUARANTINE_FILE), rows_to_table(
+        [quarantine_row("u0", "decode", "moov atom not found", first)], QUARANTINE_SCHEMA))
+    available = frames_index(rated_data["frames"])
+
+    keep, missing = drop_without_frames(examples, available - {first}, {first: "u0"}, [str(decode_out / "frames")])
+    assert [m["error"] for m in missing] == ["no decoded frames: the decode stage quarantined it (moov atom not found)"]
+    with pytest.raises(MissingFramesError, match=second):
+        drop_without_frames(examples, available - {first, second}, {}, [str(decode_out / "frames")])
