@@ -251,6 +251,23 @@ def _checked_videos(videos: Sequence[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+# A caption is cut to this many tokens (at most half the tokenizer's ``model_max_length``) before its
+# prompt is built: a second guard behind ingest's ``data.max_caption_chars``, so a caption that reaches
+# the critic another way (``lift score`` on a JSON file, a notebook) never builds an unbounded sequence.
+MAX_CAPTION_TOKENS = 1024
+
+
+def bounded_caption(processor: Any, caption: str, max_tokens: int = MAX_CAPTION_TOKENS) -> str:
+    """``caption`` itself when it fits the token limit, else the text of its first tokens."""
+    tok = processor.tokenizer
+    limit = max(1, min(max_tokens, int(getattr(tok, "model_max_length", None) or 2 * max_tokens) // 2))
+    head = caption[: limit * 32]  # never tokenize megabytes: 32 characters per token is ample
+    ids = tok(head, add_special_tokens=False, truncation=True, max_length=limit + 1)["input_ids"]
+    if len(ids) <= limit and len(head) == len(caption):
+        return caption
+    return tok.decode(ids[:limit])
+
+
 def encode_batch(
     loaded: LoadedCritic,
     videos: Sequence[np.ndarray],
@@ -262,6 +279,7 @@ def encode_batch(
 
     ``answers=None``: scoring/generation inputs, left-padded, ending with the generation prompt.
     ``answers``: training inputs, right-padded, with ``labels`` masked to the answer tokens.
+    Captions are cut to ``MAX_CAPTION_TOKENS`` (``bounded_caption``).
     """
     n = len(videos)
     if not (len(captions) == len(dimensions) == n) or (answers is not None and len(answers) != n):
@@ -272,7 +290,7 @@ def encode_batch(
     if n == 0:
         raise ValueError("encode_batch: empty batch")
     family, proc = loaded.backbone, loaded.processor
-    prompts = [family.prompt_text(proc, c, d) for c, d in zip(captions, dimensions)]
+    prompts = [family.prompt_text(proc, bounded_caption(proc, c), d) for c, d in zip(captions, dimensions)]
     training = answers is not None
     texts = [p + a + family.end_of_turn for p, a in zip(prompts, answers)] if training else prompts
     inputs = family.encode(proc, _checked_videos(videos), texts,
