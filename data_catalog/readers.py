@@ -3,6 +3,15 @@
 A reader never drops an entry silently: every malformed entry becomes a ``Reject`` with the file,
 the entry index and the reason. Video bytes are not read here; the ingest stage hashes them.
 
+One entry never takes its file down:
+
+- JSON is decoded per entry: an invalid UTF-8 byte (kept as a lone surrogate, ``surrogateescape``),
+  a lone ``\ud800`` escape or a caption that is not a string rejects that entry only.
+- A caption over ``max_caption_chars`` (``data.max_caption_chars``) is rejected.
+- A relative video path resolves under its root (``videos_root``, else the JSON's folder); one that
+  leaves it (``../../etc/passwd``) is rejected and never opened. Absolute paths and URLs, which
+  LiFT's own files use, are allowed and counted (``ReadResult.absolute_paths``).
+
 ``READERS`` reaches ``lift_core``'s reader registry (``lift_core.data.sources``) through the
 ``lift.readers`` entry point in pyproject.toml, so ``lift_core`` never imports this package.
 """
@@ -10,16 +19,32 @@ the entry index and the reason. Video bytes are not read here; the ingest stage 
 from __future__ import annotations
 
 import json
+import posixpath
+import re
 from typing import Any
 
 from lift_core import storage
-from lift_core.data.sources import VIDEO_EXTENSIONS, Reader, ReadResult, Reject, SourceError
+from lift_core.data.sources import (
+    DEFAULT_MAX_CAPTION_CHARS,
+    VIDEO_EXTENSIONS,
+    Reader,
+    ReadResult,
+    Reject,
+    SourceError,
+    require_text,
+    text_problem,
+)
 from lift_core.domain import CRITIC_OUTPUT_KEYS, DIMENSIONS, QUESTIONS, dimension_of_question, parse_label_answer
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8 text of a JSON file; an invalid byte stays as a lone surrogate, so it rejects only its entry."""
+    return raw.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
 
 
 def _load_json_list(uri: str) -> list[Any]:
     try:
-        text = storage.read_text(uri)
+        text = _decode(storage.read_bytes(uri))
     except FileNotFoundError:
         raise SourceError(f"source not found: {uri}") from None
     except OSError as err:
@@ -40,10 +65,29 @@ def _json_root(uri: str, videos_root: str | None) -> str:
     return uri.rsplit("/", 1)[0] if "/" in uri else "."
 
 
-def _resolve(videos_root: str | None, video: str) -> str:
-    if "://" in video or video.startswith("/"):
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_absolute(video: str) -> bool:
+    """An absolute local path or a URL (``s3://...``): used as is, not under a root."""
+    return video.startswith("/") or bool(_URL.match(video))
+
+
+def _resolve(videos_root: str | None, video: Any) -> str:
+    """``video`` under ``videos_root``; ValueError when it is not a path or a relative one leaves the root."""
+    video = require_text(video, "video path")
+    if is_absolute(video):
         return video
-    return storage.join(videos_root, video) if videos_root else video
+    rel = posixpath.normpath(video)
+    if rel == ".." or rel.startswith("../") or rel == ".":
+        where = videos_root or "the working directory"
+        raise ValueError(f"video path {video!r} leaves its root {where} (relative paths must stay under it)")
+    return storage.join(videos_root, rel) if videos_root else rel
+
+
+def _finish(out: ReadResult, absolute: set[str]) -> ReadResult:
+    out.absolute_paths = sum(1 for rec in out.records if rec["uri"] in absolute)
+    return out
 
 
 def _empty_video_record(video: str, caption: str, source: str) -> dict[str, Any]:
@@ -65,7 +109,9 @@ def split_lift_prompt(human: str) -> tuple[str, str]:
     return caption, dim
 
 
-def read_lift_hra(uri: str, videos_root: str | None, source: str = "lift-hra") -> ReadResult:
+def read_lift_hra(
+    uri: str, videos_root: str | None, source: str = "lift-hra", *, max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS
+) -> ReadResult:
     """LLaVA conversation JSON (LiFT-HRA, VIDGEN): one entry per (video, question) -> one row per video.
 
     The question's text gives the dimension; the answer's first word the label (``Good``, ``Normal``
@@ -75,10 +121,12 @@ def read_lift_hra(uri: str, videos_root: str | None, source: str = "lift-hra") -
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")
     by_video: dict[str, dict[str, Any]] = {}
+    absolute: set[str] = set()
     for i, entry in enumerate(_load_json_list(uri)):
         try:
             if not isinstance(entry, dict) or not isinstance(entry.get("video"), str):
                 raise ValueError("entry needs a string 'video'")
+            video = _resolve(root, entry["video"])
             conv = entry.get("conversations")
             if not isinstance(conv, list):
                 raise ValueError("entry needs a 'conversations' list")
@@ -89,8 +137,10 @@ def read_lift_hra(uri: str, videos_root: str | None, source: str = "lift-hra") -
             caption, dim = split_lift_prompt(human[0])
             if not caption:
                 raise ValueError("empty caption before the question")
+            require_text(caption, "caption", max_caption_chars)
             label, reason = parse_label_answer(answer[0])
-            video = _resolve(root, entry["video"])
+            if reason:
+                require_text(reason, "answer")
             rec = by_video.get(video)
             if rec is not None and rec["caption"] != caption:
                 raise ValueError(f"caption differs from an earlier entry of {entry['video']}")
@@ -102,44 +152,70 @@ def read_lift_hra(uri: str, videos_root: str | None, source: str = "lift-hra") -
         rec = by_video.setdefault(video, _empty_video_record(video, caption, source))
         rec[f"label_{dim}"], rec[f"reason_{dim}"] = label, reason
         out.ratings += 1
+        if is_absolute(entry["video"]):
+            absolute.add(video)
     out.records = list(by_video.values())
-    return out
+    return _finish(out, absolute)
 
 
-def read_lift_inference(uri: str, videos_root: str | None, source: str = "lift-inference") -> ReadResult:
+def _video_entry(entry: Any, root: str, max_caption_chars: int | None) -> tuple[str, str]:
+    """(resolved video, caption) of a ``{video, caption, ...}`` entry; ValueError with the reason."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("video"), str) or not entry.get("caption"):
+        raise ValueError("entry needs string 'video' and non-empty 'caption'")
+    return _resolve(root, entry["video"]), require_text(entry["caption"], "caption", max_caption_chars)
+
+
+def read_lift_inference(
+    uri: str, videos_root: str | None, source: str = "lift-inference", *,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+) -> ReadResult:
     """LiFT's inference input (test.json): ``[{video_id, video, caption}]``; videos resolve next to it."""
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")
+    absolute: set[str] = set()
     for i, entry in enumerate(_load_json_list(uri)):
-        if not isinstance(entry, dict) or not isinstance(entry.get("video"), str) or not entry.get("caption"):
-            out.rejects.append(Reject(uri, i, "entry needs string 'video' and non-empty 'caption'"))
+        try:
+            video, caption = _video_entry(entry, root, max_caption_chars)
+        except ValueError as err:
+            out.rejects.append(Reject(uri, i, str(err)))
             continue
-        out.records.append(_empty_video_record(_resolve(root, entry["video"]), entry["caption"], source))
-    return out
+        out.records.append(_empty_video_record(video, caption, source))
+        if is_absolute(entry["video"]):
+            absolute.add(video)
+    return _finish(out, absolute)
 
 
-def read_critic_output(uri: str, videos_root: str | None, source: str = "critic-output") -> ReadResult:
+def read_critic_output(
+    uri: str, videos_root: str | None, source: str = "critic-output", *,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+) -> ReadResult:
     """LiFT's critic_output_*.json: inference entries plus ``"Label. reason"`` per dimension."""
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")
+    absolute: set[str] = set()
     for i, entry in enumerate(_load_json_list(uri)):
         try:
-            if not isinstance(entry, dict) or not isinstance(entry.get("video"), str) or not entry.get("caption"):
-                raise ValueError("entry needs string 'video' and non-empty 'caption'")
-            rec = _empty_video_record(_resolve(root, entry["video"]), str(entry["caption"]), source)
+            video, caption = _video_entry(entry, root, max_caption_chars)
+            rec = _empty_video_record(video, caption, source)
             for dim, key in CRITIC_OUTPUT_KEYS.items():
                 if not isinstance(entry.get(key), str):
                     raise ValueError(f"missing answer {key!r}")
+                require_text(entry[key], f"answer {key!r}")
                 rec[f"label_{dim}"], rec[f"reason_{dim}"] = parse_label_answer(entry[key])
         except ValueError as err:
             out.rejects.append(Reject(uri, i, str(err)))
             continue
         out.records.append(rec)
         out.ratings += len(CRITIC_OUTPUT_KEYS)
-    return out
+        if is_absolute(entry["video"]):
+            absolute.add(video)
+    return _finish(out, absolute)
 
 
-def read_alignment(uri: str, videos_root: str | None, source: str = "alignment") -> ReadResult:
+def read_alignment(
+    uri: str, videos_root: str | None, source: str = "alignment", *,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+) -> ReadResult:
     """LiFT's alignment input ``[{video, caption, score}]``; ``score`` must be a number in [0, 1].
 
     The score stays on the reader's records (``record["score"]``) but is not a manifest column: the
@@ -147,10 +223,10 @@ def read_alignment(uri: str, videos_root: str | None, source: str = "alignment")
     """
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")
+    absolute: set[str] = set()
     for i, entry in enumerate(_load_json_list(uri)):
         try:
-            if not isinstance(entry, dict) or not isinstance(entry.get("video"), str) or not entry.get("caption"):
-                raise ValueError("entry needs string 'video' and non-empty 'caption'")
+            video, caption = _video_entry(entry, root, max_caption_chars)
             raw = entry.get("score")
             if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
                 raise ValueError(f"score {raw!r} is not a number")
@@ -163,32 +239,41 @@ def read_alignment(uri: str, videos_root: str | None, source: str = "alignment")
         except ValueError as err:
             out.rejects.append(Reject(uri, i, str(err)))
             continue
-        rec = _empty_video_record(_resolve(root, entry["video"]), str(entry["caption"]), source)
+        rec = _empty_video_record(video, caption, source)
         rec["score"] = score
         out.records.append(rec)
-    return out
+        if is_absolute(entry["video"]):
+            absolute.add(video)
+    return _finish(out, absolute)
 
 
-def read_vbench_prompts(uri: str, videos_root: str | None = None, source: str = "vbench") -> ReadResult:
+def read_vbench_prompts(
+    uri: str, videos_root: str | None = None, source: str = "vbench", *,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+) -> ReadResult:
     """VBench's prompt suite: ``[{prompt_en, dimension: [...], prompt_opt?}]``."""
     out = ReadResult("prompts")
     for i, entry in enumerate(_load_json_list(uri)):
-        if not isinstance(entry, dict) or not isinstance(entry.get("prompt_en"), str) or not entry["prompt_en"].strip():
-            out.rejects.append(Reject(uri, i, "entry needs a non-empty string 'prompt_en'"))
+        try:
+            if not isinstance(entry, dict) or not entry.get("prompt_en"):
+                raise ValueError("entry needs a non-empty string 'prompt_en'")
+            caption = require_text(entry["prompt_en"], "prompt_en", max_caption_chars).strip()
+            prompt_opt = entry.get("prompt_opt")
+            if problem := text_problem(prompt_opt, "prompt_opt", max_caption_chars, required=False):
+                raise ValueError(problem)
+            dims = entry.get("dimension") or []
+            dims = [require_text(d, "dimension") for d in (dims if isinstance(dims, list) else [dims])]
+        except ValueError as err:
+            out.rejects.append(Reject(uri, i, str(err)))
             continue
-        dims = entry.get("dimension") or []
-        out.records.append(
-            {
-                "caption": entry["prompt_en"].strip(),
-                "prompt_opt": entry.get("prompt_opt"),
-                "source": source,
-                "dimensions": [str(d) for d in (dims if isinstance(dims, list) else [dims])],
-            }
-        )
+        out.records.append({"caption": caption, "prompt_opt": prompt_opt, "source": source, "dimensions": dims})
     return out
 
 
-def read_video_dir(uri: str, videos_root: str | None = None, source: str = "video-dir") -> ReadResult:
+def read_video_dir(
+    uri: str, videos_root: str | None = None, source: str = "video-dir", *,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+) -> ReadResult:
     """A folder of videos; captions come from a sidecar ``<name>.json`` ({"caption": ...}) or ``captions.json``."""
     fs, path = storage.fs_and_path(uri)
     if not fs.isdir(path):
@@ -199,7 +284,7 @@ def read_video_dir(uri: str, videos_root: str | None = None, source: str = "vide
     captions_file = f"{path.rstrip('/')}/captions.json"
     if fs.exists(captions_file):
         try:
-            shared = json.loads(fs.cat_file(captions_file))
+            shared = json.loads(_decode(fs.cat_file(captions_file)))
             if not isinstance(shared, dict):
                 raise ValueError("captions.json must map file names to captions")
         except ValueError as err:
@@ -208,15 +293,20 @@ def read_video_dir(uri: str, videos_root: str | None = None, source: str = "vide
     for i, p in enumerate(files):
         name = p.rsplit("/", 1)[-1]
         caption = shared.get(name) or shared.get(p[len(path):].lstrip("/"))
+        caption_file = captions_file
         sidecar = p.rsplit(".", 1)[0] + ".json"
         if caption is None and fs.exists(sidecar):
+            caption_file = sidecar
             try:
-                caption = json.loads(fs.cat_file(sidecar)).get("caption")
+                caption = json.loads(_decode(fs.cat_file(sidecar))).get("caption")
             except (ValueError, AttributeError) as err:
                 out.rejects.append(Reject(storage.to_uri(fs, sidecar), i, f"bad sidecar: {err}"))
                 continue
         if not caption:
             out.rejects.append(Reject(storage.to_uri(fs, p), i, "no caption (no sidecar JSON, not in captions.json)"))
+            continue
+        if problem := text_problem(caption, "caption", max_caption_chars):
+            out.rejects.append(Reject(storage.to_uri(fs, p), i, f"{problem} (from {storage.to_uri(fs, caption_file)})"))
             continue
         out.records.append(_empty_video_record(storage.to_uri(fs, p), caption, source))
     return out

@@ -3,6 +3,12 @@
 - ``video_id`` is the content id of the video bytes (``storage.content_id``); a video whose file is
   missing or unreadable becomes a quarantine row.
 - Rejected entries of a reader (file, entry index, reason) become quarantine rows too.
+- Bounded, decodable inputs: every record of every reader is checked again before its video is
+  opened (a caption that is not text, is undecodable or longer than ``data.max_caption_chars``; a
+  path or reason that is undecodable): such a record becomes a quarantine row, never an Arrow or
+  codec error that aborts the stage. Quarantine text is escaped so that it always fits Parquet.
+- Containment: the readers reject relative video paths that leave their root; absolute paths and
+  URLs are allowed and counted (``absolute_paths``).
 - Videos are merged over all datasets and deduplicated by ``video_id`` (the first dataset listed
   wins); prompts by their text (VBench tags are merged). Every duplicate is counted.
 - Splits are deterministic: a salted hash of the ``video_id`` (prompts: of the prompt text).
@@ -20,7 +26,7 @@ import pyarrow as pa
 from lift_core import storage
 from lift_core.config import PipelineConfig, SplitConfig
 from lift_core.data.catalog import DatasetEntry, load_catalog
-from lift_core.data.sources import ReadResult, read_source
+from lift_core.data.sources import DEFAULT_MAX_CAPTION_CHARS, ReadResult, read_source, record_problem, safe_text
 from lift_core.progress import ProgressFn, resolve
 from lift_core.schemas import MANIFEST_SCHEMA, PROMPTS_SCHEMA, QUARANTINE_SCHEMA, quarantine_row, rows_to_table
 
@@ -58,10 +64,46 @@ def hash_videos(records: list[dict[str, Any]], workers: int = 8) -> tuple[list[d
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for rec, vid, err in pool.map(one, records):
             if err:
-                bad.append(quarantine_row(rec["uri"], STAGE, err))
+                bad.append(_quarantine_row(rec["uri"], err))
             else:
                 ok.append({**rec, "video_id": vid})
     return ok, bad
+
+
+def _quarantine_row(uri: Any, error: str, video_id: str | None = None) -> dict[str, Any]:
+    """A quarantine row whose text always encodes (a lone surrogate in a path or reason is escaped)."""
+    return quarantine_row(safe_text(uri) if isinstance(uri, str) else None, STAGE, safe_text(error), video_id)
+
+
+def _checked(res: ReadResult, max_caption_chars: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The reader's records that can enter a table, and a quarantine row for each one that cannot."""
+    ok, bad = [], []
+    for rec in res.records:
+        problem = record_problem(rec, res.kind, max_caption_chars)
+        if problem is None:
+            ok.append(rec)
+            continue
+        uri = rec.get("uri") if res.kind == "videos" and isinstance(rec.get("uri"), str) else res.uri
+        bad.append(_quarantine_row(uri, f"rejected record of {res.uri}: {problem}" if res.uri else problem))
+    return ok, bad
+
+
+def _table(rows: list[dict[str, Any]], schema: pa.Schema, quarantine: list[dict[str, Any]]) -> pa.Table:
+    """``rows`` as a table; a row that Arrow refuses (a value of the wrong type) is quarantined, not fatal."""
+    try:
+        return rows_to_table(rows, schema)
+    except (pa.ArrowException, UnicodeError, TypeError, ValueError):
+        pass
+    kept = []
+    for row in rows:
+        try:
+            rows_to_table([row], schema)
+        except (pa.ArrowException, UnicodeError, TypeError, ValueError) as err:
+            quarantine.append(_quarantine_row(row.get("uri"), f"unusable record: {type(err).__name__}: {err}",
+                                              row.get("video_id")))
+            continue
+        kept.append(row)
+    return rows_to_table(kept, schema)
 
 
 @dataclass
@@ -72,21 +114,28 @@ class IngestTables:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def build_tables(results: list[ReadResult], split: SplitConfig) -> IngestTables:
+def build_tables(
+    results: list[ReadResult], split: SplitConfig, max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS
+) -> IngestTables:
     """Merge reader results into the manifest, prompt and quarantine tables (sorted by id)."""
     videos: dict[str, dict[str, Any]] = {}
     prompts: dict[str, dict[str, Any]] = {}
     quarantine: list[dict[str, Any]] = []
-    counts = {"rejected_entries": 0, "missing_videos": 0, "duplicate_videos": 0, "duplicate_prompts": 0, "ratings": 0}
+    counts = {"rejected_entries": 0, "missing_videos": 0, "duplicate_videos": 0, "duplicate_prompts": 0, "ratings": 0,
+              "absolute_paths": 0}
     for res in results:
         counts["rejected_entries"] += len(res.rejects)
         counts["ratings"] += res.ratings
+        counts["absolute_paths"] += res.absolute_paths
         quarantine.extend(
-            quarantine_row(r.file, STAGE, f"rejected entry {r.index}: {r.reason}" if r.index is not None else r.reason)
+            _quarantine_row(r.file, f"rejected entry {r.index}: {r.reason}" if r.index is not None else r.reason)
             for r in res.rejects
         )
+        records, bad = _checked(res, max_caption_chars)
+        counts["rejected_entries"] += len(bad)
+        quarantine.extend(bad)
         if res.kind == "prompts":
-            for rec in res.records:
+            for rec in records:
                 pid = prompt_id(rec["caption"])
                 if pid in prompts:
                     counts["duplicate_prompts"] += 1
@@ -95,7 +144,7 @@ def build_tables(results: list[ReadResult], split: SplitConfig) -> IngestTables:
                     continue
                 prompts[pid] = {**rec, "prompt_id": pid, "split": assign_split(rec["caption"].strip(), split)}
             continue
-        hashed, bad = hash_videos(res.records)
+        hashed, bad = hash_videos(records)
         counts["missing_videos"] += len(bad)
         quarantine.extend(bad)
         for rec in hashed:
@@ -104,14 +153,12 @@ def build_tables(results: list[ReadResult], split: SplitConfig) -> IngestTables:
                 counts["duplicate_videos"] += 1
                 if first["uri"] != rec["uri"]:
                     quarantine.append(
-                        quarantine_row(
-                            rec["uri"], STAGE, f"duplicate content of {first['uri']} (kept that one)", rec["video_id"]
-                        )
+                        _quarantine_row(rec["uri"], f"duplicate content of {first['uri']} (kept that one)", rec["video_id"])
                     )
                 continue
             videos[rec["video_id"]] = {**rec, "split": assign_split(rec["video_id"], split)}
-    manifest = rows_to_table(sorted(videos.values(), key=lambda r: r["video_id"]), MANIFEST_SCHEMA)
-    prompt_table = rows_to_table(sorted(prompts.values(), key=lambda r: r["prompt_id"]), PROMPTS_SCHEMA)
+    manifest = _table(sorted(videos.values(), key=lambda r: r["video_id"]), MANIFEST_SCHEMA, quarantine)
+    prompt_table = _table(sorted(prompts.values(), key=lambda r: r["prompt_id"]), PROMPTS_SCHEMA, quarantine)
     quarantine_table = rows_to_table(quarantine, QUARANTINE_SCHEMA)
     counts.update(summary_counts(manifest, prompt_table, quarantine_table))
     return IngestTables(manifest, prompt_table, quarantine_table, counts)
@@ -170,8 +217,8 @@ def run_ingest(
     results = []
     for i, e in enumerate(entries):
         progress(i / len(entries), f"reading {e.name} ({e.format}) from {e.uri}")
-        results.append(read_source(e.format, e.uri, e.videos_root, e.source))
-    tables = build_tables(results, cfg.data.split)
+        results.append(read_source(e.format, e.uri, e.videos_root, e.source, cfg.data.max_caption_chars))
+    tables = build_tables(results, cfg.data.split, cfg.data.max_caption_chars)
     outputs = write_tables(out, tables)
     c = tables.counts
     progress(1.0, f"{c['videos']} videos, {c['prompts']} prompts, {c['quarantined']} quarantined")
@@ -180,14 +227,19 @@ def run_ingest(
 
 
 def ingest_source(
-    fmt: str, uri: str, out_uri: str, videos_root: str | None = None, split: SplitConfig | None = None
+    fmt: str,
+    uri: str,
+    out_uri: str,
+    videos_root: str | None = None,
+    split: SplitConfig | None = None,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
 ) -> dict[str, int]:
     """One source -> one table at ``out_uri`` (videos: manifest; prompts: prompt table).
 
     The quarantine goes beside it as ``<out>.quarantine.parquet``. Returns the counts.
     """
-    result = read_source(fmt, uri, videos_root)
-    tables = build_tables([result], split or SplitConfig())
+    result = read_source(fmt, uri, videos_root, max_caption_chars=max_caption_chars)
+    tables = build_tables([result], split or SplitConfig(), max_caption_chars)
     storage.write_table(out_uri, tables.prompts if result.kind == "prompts" else tables.manifest)
     storage.write_table(quarantine_uri_for(out_uri), tables.quarantine)
     return tables.counts
