@@ -42,7 +42,10 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
 
 
-def _load_json_list(uri: str) -> list[Any]:
+def load_json_list(uri: str) -> list[Any]:
+    """The top-level JSON list of the file at ``uri``, decoded as the readers decode it (an invalid
+    UTF-8 byte stays in its string as a lone surrogate, a leading BOM is dropped); SourceError when
+    the file is missing, unreadable, not JSON or not a list."""
     try:
         text = _decode(storage.read_bytes(uri))
     except FileNotFoundError:
@@ -122,7 +125,7 @@ def read_lift_hra(
     out = ReadResult("videos")
     by_video: dict[str, dict[str, Any]] = {}
     absolute: set[str] = set()
-    for i, entry in enumerate(_load_json_list(uri)):
+    for i, entry in enumerate(load_json_list(uri)):
         try:
             if not isinstance(entry, dict) or not isinstance(entry.get("video"), str):
                 raise ValueError("entry needs a string 'video'")
@@ -173,7 +176,7 @@ def read_lift_inference(
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")
     absolute: set[str] = set()
-    for i, entry in enumerate(_load_json_list(uri)):
+    for i, entry in enumerate(load_json_list(uri)):
         try:
             video, caption = _video_entry(entry, root, max_caption_chars)
         except ValueError as err:
@@ -193,7 +196,7 @@ def read_critic_output(
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")
     absolute: set[str] = set()
-    for i, entry in enumerate(_load_json_list(uri)):
+    for i, entry in enumerate(load_json_list(uri)):
         try:
             video, caption = _video_entry(entry, root, max_caption_chars)
             rec = _empty_video_record(video, caption, source)
@@ -224,7 +227,7 @@ def read_alignment(
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")
     absolute: set[str] = set()
-    for i, entry in enumerate(_load_json_list(uri)):
+    for i, entry in enumerate(load_json_list(uri)):
         try:
             video, caption = _video_entry(entry, root, max_caption_chars)
             raw = entry.get("score")
@@ -253,7 +256,7 @@ def read_vbench_prompts(
 ) -> ReadResult:
     """VBench's prompt suite: ``[{prompt_en, dimension: [...], prompt_opt?}]``."""
     out = ReadResult("prompts")
-    for i, entry in enumerate(_load_json_list(uri)):
+    for i, entry in enumerate(load_json_list(uri)):
         try:
             if not isinstance(entry, dict) or not entry.get("prompt_en"):
                 raise ValueError("entry needs a non-empty string 'prompt_en'")

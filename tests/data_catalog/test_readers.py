@@ -176,3 +176,31 @@ def test_critic_output_entries_validated(tmp_path):
     assert len(res.records) == 1 and res.records[0]["label_fidelity"] == "Bad"
     assert [(r.index, r.reason) for r in res.rejects] == [
         (1, "unknown label 'Fine.' (expected one of Good, Normal, Bad)"), (2, "missing answer 'fidelity issues'")]
+
+
+def test_text_of_every_field_is_checked_per_entry(tmp_path):
+    # A BOM is not an error; a prompt_opt or a dimension that is not text rejects its entry only.
+    src = tmp_path / "vbench.json"
+    src.write_bytes(b"\xef\xbb\xbf" + json.dumps([
+        {"prompt_en": "a red circle", "dimension": ["color"], "prompt_opt": "a bright red circle"},
+        {"prompt_en": "a cat", "dimension": ["color"], "prompt_opt": 3},
+        {"prompt_en": "a dog", "dimension": [["color"]]},
+        {"prompt_en": "   "},
+    ]).encode())
+    res = read_source("vbench-prompts", str(src))
+    assert [r["caption"] for r in res.records] == ["a red circle"]
+    assert [(r.file, r.index, r.reason) for r in res.rejects] == [
+        (str(src), 1, "prompt_opt has type int, not text"),
+        (str(src), 2, "dimension has type list, not text"),
+        (str(src), 3, "empty prompt_en"),
+    ]
+
+
+def test_the_limit_reaches_every_reader(tmp_path):
+    src = tmp_path / "test.json"
+    src.write_text(json.dumps([{"video": "a.mp4", "caption": "x" * 50}, {"video": "b.mp4", "caption": "y" * 51}]))
+    res = read_source("lift-inference", str(src), max_caption_chars=50)
+    assert [r["uri"] for r in res.records] == [f"{tmp_path}/a.mp4"]
+    assert [(r.index, r.reason) for r in res.rejects] == [
+        (1, "caption is 51 characters, over the limit of 50 (data.max_caption_chars)")]
+    assert read_source("lift-inference", str(src), max_caption_chars=None).rejects == []
