@@ -13,6 +13,7 @@ the trained one.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import shutil
@@ -24,6 +25,8 @@ from lift_core import storage
 from lift_core.config import PipelineConfig, T2VConfig, TinyT2VConfig
 
 log = logging.getLogger("lift.t2v")
+
+BUILD_RECORD = "lift_tiny_t2v.json"  # the build_tiny values and video shape a tiny model was built from
 
 # CogVideoX-2b's scheduler_config.json: v-prediction, zero-terminal-SNR betas, trailing timesteps.
 COGVIDEOX_2B_SCHEDULER = {
@@ -183,8 +186,25 @@ def build_tiny_t2v(out_dir: str, tiny: TinyT2VConfig, t2v: T2VConfig) -> str:
         pipe.save_pretrained(staging)
         # The trained sentencepiece model travels with the tokenizer (real T5 dirs hold one too).
         shutil.copy(os.path.join(tmp, "spm", "spiece.model"), os.path.join(staging, "tokenizer", "spiece.model"))
+        with open(os.path.join(staging, BUILD_RECORD), "w") as f:
+            json.dump(build_record(tiny, t2v), f, indent=2, sort_keys=True)
         _publish_dir(staging, out_dir)
     return out_dir
+
+
+def build_record(tiny: TinyT2VConfig, t2v: T2VConfig) -> dict:
+    """What decides a tiny build: ``t2v.build_tiny`` and the video and text shapes it was sized for."""
+    shape = {k: getattr(t2v, k) for k in ("height", "width", "num_frames", "max_sequence_length")}
+    return {"build_tiny": tiny.model_dump(mode="json"), "shape": shape}
+
+
+def built_record(model_dir: str) -> dict | None:
+    """The record of a tiny build in ``model_dir``; None for models not built here (or built before records)."""
+    path = os.path.join(model_dir, BUILD_RECORD)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def _publish_dir(src: str, dest: str) -> None:
@@ -226,10 +246,15 @@ def ensure_t2v_base(cfg: PipelineConfig) -> str:
             raise ValueError(f"t2v.build_tiny is set but t2v.model={model!r} is a hub id; give a directory")
         return model
     index = storage.join(model, "model_index.json")
+    local = storage.local_path(model)
+    if (cfg.t2v.build_tiny is not None and local is not None and storage.exists(index)
+            and built_record(local) not in (None, build_record(cfg.t2v.build_tiny, cfg.t2v))):
+        # Built earlier from other build_tiny values or shapes: rebuild, or the new values would be ignored.
+        log.info("t2v.build_tiny or the video shape changed since %s was built: rebuilding it", local)
+        shutil.rmtree(local)
     if not storage.exists(index):
         if cfg.t2v.build_tiny is None:
             raise FileNotFoundError(f"no diffusers pipeline at t2v.model={model} (model_index.json missing)")
-        local = storage.local_path(model)
         if local is not None:
             log.info("building the tiny T2V model into %s", local)
             build_tiny_t2v(local, cfg.t2v.build_tiny, cfg.t2v)
@@ -243,7 +268,10 @@ def ensure_t2v_base(cfg: PipelineConfig) -> str:
 
 
 __all__ = [
+    "BUILD_RECORD",
     "COGVIDEOX_2B_SCHEDULER",
+    "build_record",
+    "built_record",
     "build_tiny_t2v",
     "ensure_t2v_base",
     "is_hub_id",

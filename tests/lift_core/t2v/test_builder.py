@@ -69,3 +69,25 @@ def test_hub_ids_and_bad_shapes(t2v_cfg):
         spec.check_shape(40, 32, 9)
     with pytest.raises(ValueError, match="unknown t2v.family"):
         get_spec("sora")
+
+
+def test_changed_build_tiny_rebuilds_the_tiny_t2v(make_t2v_cfg, tmp_path):
+    """A changed ``t2v.build_tiny`` (or video shape) rebuilds the model; before, the old one was silently used."""
+    from safetensors.torch import load_file
+
+    from lift_core.t2v.builder import BUILD_RECORD, built_record, ensure_t2v_base
+
+    def transformer_weights(model_dir):
+        return load_file(os.path.join(model_dir, "transformer", "diffusion_pytorch_model.safetensors"))
+
+    cfg = make_t2v_cfg(tmp_path, f"t2v.model={tmp_path}/t2v")
+    first = ensure_t2v_base(cfg)
+    assert built_record(first)["build_tiny"]["seed"] == 0 and os.path.exists(os.path.join(first, BUILD_RECORD))
+    before = transformer_weights(first)
+    assert ensure_t2v_base(cfg) == first and transformer_weights(first).keys() == before.keys()
+
+    reseeded = make_t2v_cfg(tmp_path, f"t2v.model={tmp_path}/t2v", "t2v.build_tiny.seed=1")
+    assert ensure_t2v_base(reseeded) == first
+    assert built_record(first)["build_tiny"]["seed"] == 1
+    after = transformer_weights(first)
+    assert any(not (after[k] == before[k]).all() for k in before)
