@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "align_step.py"
 
-
-def test_align_step_benchmark_smallest_scale(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH.parent))
-    bench = importlib.import_module("align_step")
-    assert Path(bench.__file__).resolve() == BENCH
+def test_align_step_benchmark_smallest_scale(benchmark_module, tmp_path):
+    bench = benchmark_module("align_step")
     result = bench.main(["--height", "32", "--width", "32", "--frames", "9", "--batch", "1", "--videos", "2",
                          "--steps", "2", "--threads", "1", "--out-dir", str(tmp_path)])
     written = json.loads((tmp_path / "align_step.json").read_text())

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-from pathlib import Path
 
 import pytest
 
 from lift_core.video.io import HAS_DECORD
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "decode.py"
-
 
 @pytest.mark.skipif(not HAS_DECORD, reason="the limit is bare decord; decord has x86_64 Linux wheels only")
-def test_decode_benchmark_smallest_scale(ray_session, tmp_path, monkeypatch):
-    # Imported by name from its folder, so the bare processes (multiprocessing spawn) can import it too.
-    monkeypatch.syspath_prepend(str(BENCH.parent))
-    bench = importlib.import_module("decode")
-    assert Path(bench.__file__).resolve() == BENCH
+def test_decode_benchmark_smallest_scale(benchmark_module, ray_session, tmp_path):
+    bench = benchmark_module("decode")
     result = bench.main(["--videos", "4", "--repeats", "1", "--frames", "4", "--height", "56", "--width", "56",
                          "--batch-size", "2", "--procs", "2", "--out-dir", str(tmp_path)])
     written = json.loads((tmp_path / "decode.json").read_text())

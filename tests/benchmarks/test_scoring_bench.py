@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.slow
-def test_scoring_benchmark_smallest_scale(tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import scoring as bench
-    finally:
-        sys.path.pop(0)
+def test_scoring_benchmark_smallest_scale(benchmark_module, tmp_path):
+    bench = benchmark_module("scoring")
     out = tmp_path / "results"
     bench.main(["--videos", "1", "--lift-max-new-tokens", "4", "--max-new-tokens", "2", "--mem-small", "2",
                 "--mem-large", "4", "--batch-size", "2", "--repeats", "1", "--work", str(tmp_path / "work"), "--out-dir", str(out)])

@@ -13,12 +13,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests/lift_core/rescore"))
-from rescore_fixtures import critic_a, critic_base, synth_videos, write_generations  # noqa: E402,F401
-
-from flows.cli import app  # noqa: E402
-from flows.rescore_generations import (  # noqa: E402
+from flows.cli import app
+from flows.rescore_generations import (
     DEPLOYMENT_NAME,
     ENTRYPOINT,
     FLOW_NAME,
@@ -28,8 +24,10 @@ from flows.rescore_generations import (  # noqa: E402
     scheduled_deployment,
     scheduled_deployment_spec,
 )
-from lift_core.config import load_config  # noqa: E402
-from lift_core.rescore import ScoresStore  # noqa: E402
+from lift_core.config import load_config
+from lift_core.rescore import ScoresStore
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -120,18 +118,17 @@ def test_flow_publishes_artifacts_and_fails_on_low_reward(prefect_server, tmp_pa
 
 
 # --------------------------------------------------------------------------- the scheduled deployment
-def _yaml_entry() -> dict | None:
+def _yaml_entry() -> dict:
+    """The rescore-generations/scheduled entry of prefect.yaml: deleting it fails every test that reads it."""
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    for d in spec.get("deployments") or []:
-        if d.get("name") == DEPLOYMENT_NAME and d.get("entrypoint") == ENTRYPOINT:
-            return d
-    return None
+    entries = [d for d in spec.get("deployments") or []
+               if d.get("name") == DEPLOYMENT_NAME and d.get("entrypoint") == ENTRYPOINT]
+    assert len(entries) == 1, f"prefect.yaml must deploy {FLOW_NAME}/{DEPLOYMENT_NAME} ({ENTRYPOINT}) once"
+    return entries[0]
 
 
 def test_prefect_yaml_entry_matches_the_config_cron():
     entry = _yaml_entry()
-    if entry is None:
-        pytest.xfail("prefect.yaml has no rescore-generations/scheduled entry yet (orchestration owns the file)")
     want = scheduled_deployment_spec("configs/demo.yaml")
     assert entry["schedules"][0]["cron"] == load_config(REPO / "configs/demo.yaml").rescore.cron
     assert entry["concurrency_limit"] == want["concurrency_limit"]
@@ -139,22 +136,17 @@ def test_prefect_yaml_entry_matches_the_config_cron():
 
 
 @pytest.mark.slow
-def test_deployment_is_registered_with_its_schedule(prefect_server, tmp_path):
+def test_deployment_is_registered_with_its_schedule(prefect_server):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
 
     with get_client(sync_client=True) as client:
         if not any(p.name == "local" for p in client.read_work_pools()):
             client.create_work_pool(WorkPoolCreate(name="local", type="process"))
-    prefect_file = REPO / "prefect.yaml"
-    if _yaml_entry() is None:  # until prefect.yaml has the entry: the same file plus the entry we specify
-        spec = yaml.safe_load(prefect_file.read_text())
-        spec["deployments"] = [scheduled_deployment_spec("configs/demo.yaml")]
-        prefect_file = tmp_path / "prefect.yaml"
-        prefect_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    _yaml_entry()
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "LIFT_REPO": str(REPO)}
     proc = subprocess.run([str(Path(sys.executable).with_name("prefect")), "--no-prompt", "deploy",
-                           "--prefect-file", str(prefect_file), "--name", f"{FLOW_NAME}/{DEPLOYMENT_NAME}"],
+                           "--prefect-file", str(REPO / "prefect.yaml"), "--name", f"{FLOW_NAME}/{DEPLOYMENT_NAME}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

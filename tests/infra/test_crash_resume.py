@@ -15,16 +15,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from lift_stack_helpers import REPO, local_stack, params, run_outputs, task_states
-
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Score the rated set too (30 videos, one per batch and per shard), so the kill lands mid-stage.
 RESCORE = ["score.sources=[hd-vila, generated, lift-hra]", "score.batch_size=1", "score.rows_per_shard=1"]
 UPSTREAM = ("synth", "ingest", "decode", "train-critic", "generate-base-train", "decode-generated")
 
 
-def _wait_for_partial_scores(root: Path, known: set[Path], run_id: str, env, timeout: float = 420) -> Path:
+def _wait_for_partial_scores(local_stack, root: Path, known: set[Path], run_id: str, env, timeout: float = 420) -> Path:
     """The new score stage's folder once it holds a shard and no _SUCCESS.json yet."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -47,15 +47,16 @@ def _reference_scores(cfg, out: Path, manifests, frames, adapter) -> Path:
     return scores
 
 
-def test_killed_worker_during_scoring_resumes_to_the_uninterrupted_result(demo_run, tmp_path, ray_session):
-    env, root = demo_run.env, demo_run.run_root
+def test_killed_worker_during_scoring_resumes_to_the_uninterrupted_result(demo_run, local_stack, stack_tools, tmp_path,
+                                                                           ray_session):
+    env, root, tools = demo_run.env, demo_run.run_root, stack_tools
     assert demo_run.state == "COMPLETED"
     home, port = Path(env["LIFT_STACK_HOME"]), int(env["PREFECT_SERVER_API_PORT"])
     known = set((root / "score").glob("*"))
-    p = params(root, *RESCORE)
+    p = tools.params(root, *RESCORE)
 
     crashed_id = local_stack.trigger(env, params=p)
-    partial = _wait_for_partial_scores(root, known, crashed_id, env)
+    partial = _wait_for_partial_scores(local_stack, root, known, crashed_id, env)
     killed = local_stack.kill_worker(home)
     assert len(killed) >= 2  # the worker and the flow run it was executing (and its Ray processes)
     shards_at_kill = len(list(partial.glob("scores.parquet.parts/part-*.parquet")))
@@ -66,7 +67,7 @@ def test_killed_worker_during_scoring_resumes_to_the_uninterrupted_result(demo_r
     run_id, state = local_stack.run_deployment(env, params=p, timeout=900)
     assert state == "COMPLETED", local_stack.flow_run(env, run_id)["state"]
 
-    states = task_states(env, run_id)
+    states = tools.task_states(env, run_id)
     assert {t: states[t] for t in UPSTREAM} == dict.fromkeys(UPSTREAM, "Cached")
     assert {t: states[t] for t in ("score", "align", "evaluate")} == dict.fromkeys(("score", "align", "evaluate"),
                                                                                  "Completed")
@@ -78,7 +79,7 @@ def test_killed_worker_during_scoring_resumes_to_the_uninterrupted_result(demo_r
     # The uninterrupted reference: the same inputs scored in one go.
     from lift_core.config import load_config
 
-    first, resumed = run_outputs(env, demo_run.flow_run_id, root), run_outputs(env, run_id, root)
+    first, resumed = tools.run_outputs(env, demo_run.flow_run_id, root), tools.run_outputs(env, run_id, root)
     assert resumed["score"] == partial and all(resumed[t] == first[t] for t in UPSTREAM)
     cfg = load_config(REPO / "configs/demo.yaml", p["overrides"])
     manifests = [str(first["ingest"] / "manifest.parquet"), str(first["generate-base-train"] / "generated.parquet")]

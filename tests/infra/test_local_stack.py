@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from lift_stack_helpers import STAGES, TASKS, artifacts, local_stack, run_outputs, run_table, task_states, tree_digest
-
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
@@ -17,21 +15,21 @@ def table(artifact: dict) -> list[dict]:
     return json.loads(data) if isinstance(data, str) else data
 
 
-def test_deployment_run_completes_with_every_stage_output(demo_run):
-    env, root = demo_run.env, demo_run.run_root
+def test_deployment_run_completes_with_every_stage_output(demo_run, local_stack, stack_tools):
+    env, root, tools = demo_run.env, demo_run.run_root, stack_tools
     run = local_stack.flow_run(env, demo_run.flow_run_id)
     assert demo_run.state == "COMPLETED", (run["state"], (root.parent / "worker.log"))
     assert run["deployment_id"] and run["parameters"] == demo_run.params
-    assert task_states(env, demo_run.flow_run_id) == {name: "Completed" for name in TASKS}
+    assert tools.task_states(env, demo_run.flow_run_id) == {name: "Completed" for name in tools.TASKS}
 
-    outputs = run_outputs(env, demo_run.flow_run_id, root)
-    assert set(outputs) == TASKS
+    outputs = tools.run_outputs(env, demo_run.flow_run_id, root)
+    assert set(outputs) == tools.TASKS
     for task, out in outputs.items():
         success = json.loads((out / "_SUCCESS.json").read_text())
         assert success["key"] == out.name
         for name, uri in success["outputs"].items():
             assert Path(uri).exists(), (task, name, uri)
-    assert {p.parent.parent.name for p in root.glob("*/*/_SUCCESS.json")} >= set(STAGES)
+    assert {p.parent.parent.name for p in root.glob("*/*/_SUCCESS.json")} >= set(tools.STAGES)
     ingest = json.loads((outputs["ingest"] / "_SUCCESS.json").read_text())["counts"]
     assert ingest["videos_lift-hra"] == 24 and ingest["videos_hd-vila"] == 4 and ingest["prompts"] == 8
     decoded = json.loads((outputs["decode"] / "_SUCCESS.json").read_text())["counts"]
@@ -42,9 +40,9 @@ def test_deployment_run_completes_with_every_stage_output(demo_run):
     assert critic["steps"] == 2 and {"semantic", "fidelity", "motion"} <= set(critic)
     assert (outputs["evaluate"] / "report.md").read_text().startswith("# LiFT evaluation")
 
-    found = artifacts(env, demo_run.flow_run_id)
+    found = tools.artifacts(env, demo_run.flow_run_id)
     expected = {"synth-summary", "ingest-summary", "decode-summary", "decode-generated-summary",
-                "train-critic-summary", "train-critic-metrics", "generate-base-summary", "score-summary",
+                "train-critic-summary", "train-critic-metrics", "generate-base-train-summary", "score-summary",
                 "score-rewards", "align-summary", "evaluate-summary", "evaluate-report", "lift-full-run",
                 "decode-progress", "train-critic-progress", "score-progress", "align-progress", "evaluate-progress"}
     assert expected <= set(found), sorted(expected - set(found))
@@ -58,14 +56,14 @@ def test_deployment_run_completes_with_every_stage_output(demo_run):
         ("hd-vila", "overall"), ("generated", "overall"), ("hd-vila", "semantic")}
 
 
-def test_second_run_is_all_cache_hits_with_identical_outputs(demo_run):
-    env, root = demo_run.env, demo_run.run_root
+def test_second_run_is_all_cache_hits_with_identical_outputs(demo_run, local_stack, stack_tools):
+    env, root, tools = demo_run.env, demo_run.run_root, stack_tools
     assert demo_run.state == "COMPLETED"
-    before = tree_digest(root, exclude=("_prefect",))
+    before = tools.tree_digest(root, exclude=("_prefect",))
     run_id, state = local_stack.run_deployment(env, params=demo_run.params, timeout=300)
     assert state == "COMPLETED"
-    assert task_states(env, run_id) == {name: "Cached" for name in TASKS}
-    assert tree_digest(root, exclude=("_prefect",)) == before  # nothing rewritten, byte for byte
-    rows = run_table(env, run_id)
-    assert {r["task"]: r["state"] for r in rows} == {name: "Cached" for name in TASKS}
-    assert [r["key"] for r in rows] == [r["key"] for r in run_table(env, demo_run.flow_run_id)]
+    assert tools.task_states(env, run_id) == {name: "Cached" for name in tools.TASKS}
+    assert tools.tree_digest(root, exclude=("_prefect",)) == before  # nothing rewritten, byte for byte
+    rows = tools.run_table(env, run_id)
+    assert {r["task"]: r["state"] for r in rows} == {name: "Cached" for name in tools.TASKS}
+    assert [r["key"] for r in rows] == [r["key"] for r in tools.run_table(env, demo_run.flow_run_id)]

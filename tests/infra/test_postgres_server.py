@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from lift_stack_helpers import TASKS, artifacts, free_port, local_stack, task_states
-
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
@@ -28,13 +26,13 @@ def _pg_bin() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def postgres():
+def postgres(stack_tools):
     """A throwaway PostgreSQL 15 on 127.0.0.1 (run as the `postgres` user when the tests run as root)."""
     bindir = _pg_bin()
     if bindir is None:
         pytest.fail("PostgreSQL 15 is not installed: apt-get install -y postgresql-15 (see infra/install_system_deps.sh)")
     root = Path(tempfile.mkdtemp(prefix="lift-pg-"))  # not under pytest's 0700 folder: the server user reads it
-    data, sock, port = root / "data", root / "sock", free_port()
+    data, sock, port = root / "data", root / "sock", stack_tools.free_port()
     sock.mkdir()
     as_user: list[str] = []
     if os.geteuid() == 0:
@@ -58,10 +56,10 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_deployment_on_a_postgres_backed_server(postgres, demo_run, tmp_path_factory):
+def test_deployment_on_a_postgres_backed_server(postgres, demo_run, local_stack, stack_tools, tmp_path_factory):
     assert demo_run.state == "COMPLETED"
     home = tmp_path_factory.mktemp("prefect-pg-stack")
-    env = local_stack.up(free_port(), home, database_url=postgres["url"])
+    env = local_stack.up(stack_tools.free_port(), home, database_url=postgres["url"])
     try:
         local_stack.deploy(env, names=["lift-full/lift-full"])
         overrides = [*demo_run.params["overrides"], f"prefect.result_storage={home / 'results'}"]
@@ -73,8 +71,8 @@ def test_deployment_on_a_postgres_backed_server(postgres, demo_run, tmp_path_fac
         assert run["parameters"]["overrides"] == overrides
         deployment = local_stack.api(env, f"/deployments/{run['deployment_id']}")
         assert deployment["name"] == "lift-full" and deployment["work_pool_name"] == "local"
-        assert task_states(env, run_id) == dict.fromkeys(TASKS, "Completed")
-        found = artifacts(env, run_id)
+        assert stack_tools.task_states(env, run_id) == dict.fromkeys(stack_tools.TASKS, "Completed")
+        found = stack_tools.artifacts(env, run_id)
         report = found["evaluate-report"]["data"]
         assert report.startswith("# LiFT evaluation") and report.count("](data:image/png;base64,") == 3
         assert {"train-critic-metrics", "score-rewards", "evaluate-summary", "lift-full-run"} <= set(found)
