@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test test-fast down bench clean
+.PHONY: install system-deps demo test test-fast down bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,13 @@ demo: install
 down:
 	-$(VENV)/bin/python infra/local_stack.py down
 
-test: install
+# The system packages some integration tests need (PostgreSQL 15, Chromium): installed when missing and
+# this user may (root with apt-get); quick when present. When they cannot be installed, the tests that
+# need them skip, each with a one-line reason in pytest's summary (-ra).
+system-deps:
+	@bash infra/install_system_deps.sh || echo "make: the tests that need the missing system packages will be skipped" >&2
+
+test: install system-deps
 	$(VENV)/bin/python -m pytest tests
 
 test-fast: install
