@@ -7,16 +7,21 @@ its inputs' content, the code), not when only where or how fast it runs changes.
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from lift_core.config import load_config
-from lift_core.stages import STAGES, get_stage
+from lift_core.stages import STAGES, Lazy, get_stage
 from tasks.stage_task import stage_task
 from tasks.stages import Stages
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cfg(*extra: str):
@@ -129,12 +134,24 @@ def test_a_stage_is_keyed_on_exactly_the_inputs_it_runs_on():
     """Each declared key function takes the inputs of its run function; what the run takes besides
     them (progress, hooks) is optional and does not change the output."""
     assert list(STAGES) == ["synth", "ingest", "decode", "train_critic", "generate", "score", "align", "evaluate"]
+    def signature(fn) -> list[inspect.Parameter]:
+        return list(inspect.signature(fn.resolve() if isinstance(fn, Lazy) else fn).parameters.values())
+
     for name, stage in STAGES.items():
-        run = list(inspect.signature(stage.run.resolve()).parameters.values())
-        keyed = [p.name for p in inspect.signature(stage.stage_out.resolve()).parameters.values()]
+        run, keyed = signature(stage.run), [p.name for p in signature(stage.stage_out)]
         assert keyed[0] == "cfg" and [p.name for p in run[:len(keyed)]] == keyed, name
         hooks = run[len(keyed):]
         assert "progress" in [p.name for p in hooks] and all(p.default is not p.empty for p in hooks), name
         assert stage_task(name).name == name
     with pytest.raises(KeyError, match="the stages are"):
         get_stage("train-critic")
+
+
+def test_reading_the_registry_imports_neither_prefect_nor_the_stage_modules():
+    """lift_core never imports Prefect, and the CLI's InlineStages does not either; stage modules (torch,
+    Ray, transformers) load when a stage runs or is keyed."""
+    probe = ("import sys, lift_core.stages, tasks.stages; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'torch', 'ray', 'transformers'}))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
