@@ -93,7 +93,7 @@ def test_the_prefect_cache_key_is_the_stage_folder_key(task_call, critic_inputs)
 
 
 def test_the_prefect_key_moves_with_the_content_of_an_input(task_call, critic_inputs):
-    manifest, frames = critic_inputs
+    manifest, _ = critic_inputs
     first = task_call(_cfg(), "decode", manifest)
     assert task_call(_cfg(), "decode", manifest).prefect_key == first.prefect_key
     with open(manifest, "wb") as f:  # edited in place: same URI, new content
