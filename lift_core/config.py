@@ -274,8 +274,21 @@ class GenerateConfig(Section):
     max_prompts: int | None = None
 
 
+class DpoConfig(Section):
+    # Diffusion-DPO (Wallace et al. 2024, "Diffusion Model Alignment Using Direct Preference
+    # Optimization"): beta 5000 is their SD1.5 value (train.py `--beta_dpo`); the loss is
+    # -log sigmoid(-beta/2 * ((err_w - err_l) - (ref_err_w - ref_err_l))).
+    beta: float = Field(5000.0, gt=0)
+    # Pairs of one prompt whose critic rewards differ by less than this are too close to call: dropped.
+    min_gap: float = Field(0.1, ge=0)
+
+
 class AlignConfig(Section):
     mode: Literal["lora", "full"] = "lora"
+    # lift: LiFT's reward-weighted likelihood. dpo: Diffusion-DPO on pairs of videos of one prompt, the
+    # higher critic reward winning, against the frozen base (the LoRA adapter disabled).
+    objective: Literal["lift", "dpo"] = "lift"
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
     lora: LoraConfig = Field(
         default_factory=lambda: LoraConfig(r=16, alpha=16, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
     )

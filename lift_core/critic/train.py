@@ -1,49 +1,27 @@
-"""The ``train_critic`` stage: LoRA fine-tuning of the video critic on rated videos, then held-out agreement.
+"""The critic LoRA recipe: LoRA fine-tuning of the video critic to answer ``"Label. reason"``.
 
-1. Examples: one per (video, dimension) of the manifest's ``lift-hra`` rows (``critic.dataset``);
-   the ``train`` split trains, ``val`` and ``test`` are evaluated. Frames come from the decode
-   stage's Parquet through a local memory-mapped ``FrameStore``.
-2. ``CriticLoraRecipe`` runs in the one training loop (``lift_core.train``): the base critic from the
-   backbone registry, a peft LoRA (``critic.lora``: targets, rank, alpha, ``modules_to_save``), and the
-   cross-entropy of the answer tokens only (``"Label. reason"`` + end of turn), the label token
-   weighted by ``critic.label_token_weight``. ``critic.curriculum`` phases first train some
-   dimensions alone (``CurriculumOrder``); one LR schedule spans all steps. The loop owns Ray Train,
-   resume, checkpoints, the schedule, clipping and accumulation.
-3. Rank 0 writes the standard PEFT adapter (``<out>/adapter``, ``PeftModel.from_pretrained`` loads
-   it) and scores the held-out examples exactly as scoring does (left padding, label-token
-   probabilities at the first answer position) into ``predictions.parquet``.
-4. The driver computes agreement with the human labels (``lift_core.metrics.agreement``) and writes
-   ``metrics.json``: ``{semantic|fidelity|motion: {accuracy, macro_f1, spearman, majority_accuracy,
-   confusion, ...}, n_test, critic_id, ...}``.
+``CriticLoraRecipe`` plugs into the one training loop (``lift_core.train``): the base critic from the
+backbone registry, a peft LoRA (``critic.lora``: targets, rank, alpha, ``modules_to_save``), and the
+cross-entropy of the answer tokens only (``"Label. reason"`` + end of turn), the label token weighted
+by ``critic.label_token_weight``. ``critic.curriculum`` phases first train some dimensions alone
+(``CurriculumOrder``). After the last step rank 0 writes the standard PEFT adapter
+(``PeftModel.from_pretrained`` loads it) and the held-out label probabilities, read exactly as scoring
+reads them. The stage around it is ``lift_core.critic.train_stage``.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import tempfile
-import time
-import uuid
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from lift_core import storage
-from lift_core.config import DIMENSIONS, LABELS, PipelineConfig
-from lift_core.progress import ProgressFn, resolve
-from lift_core.schemas import QUARANTINE_SCHEMA, rows_to_table
-from lift_core.train import Callback, DataOrder, LoopSettings, TrainModel, WorkerContext, fit, latest_checkpoint
-from lift_core.train.loop import loss_trend, training_fingerprint
+from lift_core.config import LABELS
+from lift_core.train import DataOrder, TrainModel, WorkerContext
 from lift_core.train.outputs import write_dir
 from lift_core.train.trainable import adapter_state, load_adapter_state
 
-log = logging.getLogger("lift.critic")
-
-STAGE = "train_critic"
-# Critic fields that decide how a run executes, not what it computes (left out of the stage key).
-EXECUTION_FIELDS = {"cpus_per_worker", "max_failures", "keep_checkpoints", "eval_batch_size"}
 PREDICTIONS_SCHEMA = pa.schema(
     [
         ("video_id", pa.string()),
@@ -56,10 +34,6 @@ PREDICTIONS_SCHEMA = pa.schema(
         ("pred", pa.string()),
     ]
 )
-
-
-def critic_fingerprint(cfg: PipelineConfig) -> str:
-    return training_fingerprint(cfg.critic, EXECUTION_FIELDS)
 
 
 def truncate_reason(tokenizer: Any, reason: str, max_tokens: int) -> str:
@@ -261,137 +235,3 @@ class CriticLoraRecipe:
             for e, p in zip(held_out, probs)
         ]
         storage.write_table(config["predictions_uri"], pa.Table.from_pylist(preds, schema=PREDICTIONS_SCHEMA))
-
-
-# --------------------------------------------------------------------------- the stage
-def _split_rows(examples: list[Any], split: str) -> list[dict[str, Any]]:
-    return [e.to_dict() for e in examples if e.split == split]
-
-
-def stage_out(cfg: PipelineConfig, manifest_uri: str, frames_uri: str) -> tuple[str, str]:
-    """(key, output dir) of the stage for these inputs and this config."""
-    upstream = [storage.fingerprint_uri(u) for u in (manifest_uri, frames_uri)]
-    key = storage.stage_key(STAGE, upstream, critic_fingerprint(cfg))
-    return key, storage.abspath_if_local(storage.stage_dir(cfg.run_root, STAGE, key))
-
-
-@dataclass
-class TrainPlan:
-    """Everything a training run needs: ``config`` is what every Ray Train worker receives."""
-
-    key: str
-    out: str
-    model: str
-    outputs: dict[str, str]
-    train: list[dict[str, Any]]
-    held_out: list[dict[str, Any]]
-    quarantine: list[dict[str, Any]]
-    config: dict[str, Any]
-
-
-def plan_training(cfg: PipelineConfig, manifest_uri: str, frames_uri: str) -> TrainPlan:
-    """Examples (train / held out), the base model (built if tiny), the frame store and the worker config."""
-    from lift_core.critic.builder import ensure_critic_base
-    from lift_core.critic.dataset import FrameStore, drop_without_frames, frames_index, load_examples
-
-    key, out = stage_out(cfg, manifest_uri, frames_uri)
-    settings = LoopSettings.for_stage(cfg.critic)
-    settings.micro_batch(settings.num_workers, "critic.train")  # fail before any work on an uneven split
-    model = ensure_critic_base(cfg)
-    examples, quarantine = load_examples(manifest_uri)
-    manifest = storage.read_table(manifest_uri, columns=["video_id", "uri"]).to_pylist()
-    examples, missing = drop_without_frames(examples, frames_index(frames_uri), {r["video_id"]: r["uri"] for r in manifest},
-                                            [frames_uri])
-    quarantine += missing
-    train = _split_rows(examples, "train")
-    held_out = _split_rows(examples, "test") + _split_rows(examples, "val")
-    if not train:
-        raise ValueError(f"no rated training examples with frames in {manifest_uri} (quarantined: {len(quarantine)})")
-    if not any(e["split"] == "test" for e in held_out):
-        raise ValueError(f"no rated test examples with frames in {manifest_uri}: nothing to measure agreement on")
-    outputs = {
-        "adapter": storage.join(out, "adapter"),
-        "metrics": storage.join(out, "metrics.json"),
-        "predictions": storage.join(out, "predictions.parquet"),
-        "train_log": storage.join(out, "train_log.parquet"),
-        "quarantine": storage.join(out, "quarantine.parquet"),
-    }
-    video_ids = sorted({e["video_id"] for e in train + held_out})
-    store_dir = os.path.join(tempfile.gettempdir(), "lift-critic-frames",
-                             storage.hash_parts(storage.fingerprint_uri(frames_uri), video_ids))
-    store = FrameStore.build(frames_uri, video_ids, store_dir)
-    config = {
-        "cfg": cfg.model_dump(mode="json"),
-        "settings": settings,
-        "section": "critic.train",
-        "out_uri": out,
-        "model": model,
-        "frames_uri": frames_uri,
-        "frame_store_dir": store_dir,
-        "frame_size": list(store.frame_shape[1:3]),
-        "video_ids": video_ids,
-        "train": train,
-        "evaluate": held_out,
-        "adapter_uri": outputs["adapter"],
-        "predictions_uri": outputs["predictions"],
-    }
-    return TrainPlan(key, out, model, outputs, train, held_out, quarantine, config)
-
-
-def run_train_critic(
-    cfg: PipelineConfig,
-    manifest_uri: str,
-    frames_uri: str,
-    progress: ProgressFn | None = None,
-    callbacks: Sequence[Callback] = (),
-) -> storage.StageResult:
-    """The ``train_critic`` stage: outputs ``adapter`` (PEFT dir), ``metrics`` (metrics.json),
-    ``predictions``, ``train_log``, ``quarantine``; ``StageResult.metrics`` is metrics.json.
-    ``callbacks`` run inside the training loop on every worker (they must pickle)."""
-    from lift_core.critic.backbone import critic_id
-    from lift_core.metrics.agreement import agreement_from_predictions
-
-    progress = resolve(progress)
-    key, out = stage_out(cfg, manifest_uri, frames_uri)
-    if done := storage.load_success(out):
-        return done
-    plan = plan_training(cfg, manifest_uri, frames_uri)
-    train, held_out, outputs, tr = plan.train, plan.held_out, plan.outputs, cfg.critic.train
-    storage.write_table(outputs["quarantine"], rows_to_table(plan.quarantine, QUARANTINE_SCHEMA))
-    resume = latest_checkpoint(out)
-    phases = "".join(f"{p.steps} steps of {'+'.join(p.dimensions)}, then " for p in cfg.critic.curriculum)
-    progress(0.05, f"{len(train)} training examples, {len(held_out)} held out; training {tr.max_steps} steps "
-                   f"({phases}all dimensions) on {tr.num_workers} worker(s)"
-                   + (f", resuming from step {resume[0]}" if resume else ""))
-    run_name = tr.run_name or f"lift-critic-{key}-{uuid.uuid4().hex[:6]}"
-    t0 = time.perf_counter()
-    fit(CriticLoraRecipe(), cfg, plan.config["settings"], {**plan.config, "callbacks": list(callbacks)}, out,
-        run_name, what="critic")
-    train_s = time.perf_counter() - t0
-    progress(0.9, "computing agreement with the held-out human labels")
-
-    result = storage.read_json(storage.join(out, "train_result.json"))
-    preds = storage.read_table(outputs["predictions"]).to_pylist()
-    train_labels = {d: [e["label"] for e in train if e["dimension"] == d] for d in DIMENSIONS}
-    metrics = agreement_from_predictions(preds, "test", train_labels, cfg.critic.label_values)
-    if any(p["split"] == "val" for p in preds):
-        metrics["val"] = agreement_from_predictions(preds, "val", train_labels, cfg.critic.label_values)
-    log_table = storage.read_table(outputs["train_log"]).to_pylist()
-    metrics.update({
-        "critic_id": critic_id(plan.model, storage.local_path(outputs["adapter"]) or outputs["adapter"]),
-        "base_model": plan.model,
-        "backbone": cfg.critic.backbone,
-        "n_train": len(train),
-        "steps": len(log_table),
-        "resumed_from_step": int(result["resumed_from_step"]),
-        **loss_trend(log_table),
-        "train_label_accuracy_last": loss_trend(log_table, "label_accuracy")["label_accuracy_last"],
-        "train_seconds": round(train_s, 2),
-    })
-    storage.write_json(outputs["metrics"], metrics)
-    counts = {"train_examples": len(train), "held_out_examples": len(held_out), "n_test": metrics["n_test"],
-              "quarantined": len(plan.quarantine), "steps": len(log_table),
-              "resumed_from_step": int(result["resumed_from_step"])}
-    progress(1.0, "critic trained")
-    return storage.mark_success(storage.StageResult(STAGE, key, out, outputs, counts, metrics))
-

@@ -60,7 +60,8 @@ def test_config_rejects_bad_curricula(overrides, message):
 
 
 def test_the_training_loop_follows_the_curriculum(rated_data, make_train_config, tmp_path, monkeypatch):
-    from lift_core.critic import train as train_mod
+    from lift_core.critic import train_stage as train_mod
+    from lift_core.critic.train import CriticLoraRecipe
     from lift_core.train import run_worker
 
     cfg = make_train_config(tmp_path, curriculum=[{"steps": 2, "dimensions": ["motion"]}],
@@ -78,7 +79,7 @@ def test_the_training_loop_follows_the_curriculum(rated_data, make_train_config,
         return real_encode(loaded, videos, captions, dimensions, answers)
 
     monkeypatch.setattr(backbone, "encode_batch", recording_encode)
-    run_worker(train_mod.CriticLoraRecipe(),
+    run_worker(CriticLoraRecipe(),
                dict(plan.config, out_uri=str(tmp_path / "out"), adapter_uri=str(tmp_path / "out" / "adapter"),
                     predictions_uri=str(tmp_path / "out" / "preds.parquet")))
     assert len(trained_dims) == 4

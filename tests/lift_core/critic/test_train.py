@@ -24,7 +24,8 @@ MAX_STEPS, CHECKPOINT_EVERY, CRASH_AT = 8, 3, 5
 @pytest.fixture(scope="module")
 def trained(ray_session, rated_data, make_train_config, tmp_path_factory, kill_worker_at_step):
     """(cfg, crashed error, StageResult of the resumed run, log of an uninterrupted in-process run)."""
-    from lift_core.critic import train as train_mod
+    from lift_core.critic import train_stage as train_mod
+    from lift_core.critic.train import CriticLoraRecipe
     from lift_core.train import run_worker
 
     run_root = tmp_path_factory.mktemp("critic-run")
@@ -41,7 +42,7 @@ def trained(ray_session, rated_data, make_train_config, tmp_path_factory, kill_w
     ref = tmp_path_factory.mktemp("critic-ref")
     config = dict(plan.config, out_uri=str(ref), adapter_uri=str(ref / "adapter"),
                   predictions_uri=str(ref / "predictions.parquet"))
-    run_worker(train_mod.CriticLoraRecipe(), config)
+    run_worker(CriticLoraRecipe(), config)
     reference = storage.read_table(str(ref / "train_log.parquet")).to_pylist()
     return cfg, crashed.value, result, reference
 
@@ -107,7 +108,7 @@ def test_metrics_json(trained):
 
 
 def test_rerun_is_a_cache_hit_and_changes_retrain(trained, rated_data, monkeypatch):
-    from lift_core.critic import train as train_mod
+    from lift_core.critic import train_stage as train_mod
 
     cfg, _, result, _ = trained
 

@@ -8,7 +8,7 @@ import torch
 
 from lift_core import storage
 from lift_core.schemas import SCORES_SCHEMA, rows_to_table
-from lift_core.t2v.align import build_dataset, latest_checkpoint, run_align
+from lift_core.t2v.align_stage import build_dataset, latest_checkpoint, run_align
 
 
 def test_dataset_weights_filters_and_quarantine(t2v_cfg, generated, real_manifest, scores_uri, t2v_root):
