@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             embeds = texts.get_many([caption_key(captions[i]) for i in idx])
             batch = make_batch(spec, pipe, [dists[ids[i]] for i in idx], [embeds[caption_key(captions[i])] for i in idx],
                                [1.0] * len(idx), [sample_seed(0, step * args.batch + j) for j in range(len(idx))])
-            train_step(spec, pipe, model, params, optimizer, None, batch, 1.0)
+            train_step(spec, pipe, model, params, optimizer, batch, 1.0)
             return time.perf_counter() - t
 
         def lift_step(step: int) -> float:
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             embeds = spec.encode_text(pipe, [captions[i] for i in idx], 32)
             batch = make_batch(spec, pipe, list(dists), list(embeds), [1.0] * len(idx),
                                [sample_seed(0, step * args.batch + j) for j in range(len(idx))])
-            train_step(spec, pipe, model, params, optimizer, None, batch, 1.0)
+            train_step(spec, pipe, model, params, optimizer, batch, 1.0)
             return time.perf_counter() - t
 
         cached_step(0), lift_step(0)  # warm-up (allocator, first-call overheads)
