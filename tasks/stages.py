@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lift_core import storage
 from lift_core.config import PipelineConfig
 from lift_core.progress import ProgressFn
 from lift_core.stages import get_stage
@@ -30,6 +31,10 @@ class Stages:
 
         key, out_dir = get_stage(stage).stage_out(self.cfg, **inputs)
         task = for_run(stage_task(stage), self.cfg)
+        if storage.check_success(out_dir)[0] is None:
+            # The folder is the truth: a stage whose outputs are gone or no longer match its
+            # _SUCCESS.json runs again (and repairs them), even when Prefect's cache holds its result.
+            task = task.with_options(refresh_cache=True)
         state = task(self.cfg.model_dump(mode="json"), stage=stage, label=label, inputs=inputs, key=key,
                      out_dir=out_dir, return_state=True)
         self.states[label] = state.name

@@ -60,3 +60,17 @@ def test_the_cli_runs_the_stages_the_flow_runs(prefect_api, ray_session, tmp_pat
     assert states == dict.fromkeys(("synth", "ingest", "decode"), "Completed")  # new to Prefect's cache...
     assert results == inline.results  # ...but each task found its stage done by the CLI
     assert {label: Path(r["out_uri"], "_SUCCESS.json").stat().st_mtime_ns for label, r in results.items()} == done
+
+
+def test_a_cache_hit_whose_outputs_were_damaged_runs_the_stage_again(prefect_api, ray_session, tmp_path):
+    """Issue 18: Prefect's cache never returns a stage whose outputs no longer match its _SUCCESS.json."""
+    first, _ = _run(tmp_path)
+    shard = next(Path(first["decode"]["outputs"]["frames"]).glob("*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:100])  # truncated
+    again, states = _run(tmp_path)
+    assert states == {"synth": "Cached", "ingest": "Cached", "decode": "Completed"}
+    assert again["decode"]["key"] == first["decode"]["key"]
+    assert again["decode"]["counts"]["decoded"] == 3
+    import pyarrow.parquet as pq
+
+    assert sum(pq.read_metadata(p).num_rows for p in Path(again["decode"]["outputs"]["frames"]).glob("*.parquet")) == 3
