@@ -141,6 +141,12 @@ def _shape_mask(shape: str, h: int, w: int, cy: float, cx: float, r: float) -> n
     return (yy >= top) & (yy <= bottom) & (np.abs(xx - cx) <= frac * r)
 
 
+def shape_mask(shape: str, height: int, width: int, cy: float, cx: float, r: float) -> np.ndarray:
+    """Boolean ``[height, width]`` mask of one ``shape`` of radius ``r`` at (cy, cx), exactly as
+    ``render`` draws it (pixel centres inside the shape). The pixel oracle fits these as templates."""
+    return _shape_mask(shape, height, width, cy, cx, r)
+
+
 def _box_blur(frame: np.ndarray, k: int) -> np.ndarray:
     pad = k // 2
     padded = np.pad(frame.astype(np.float32), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
@@ -321,4 +327,4 @@ def run_synth(cfg: PipelineConfig, progress: ProgressFn | None = None) -> storag
     return storage.mark_success(storage.StageResult("synth", key, out, outputs, counts))
 
 
-__all__ = ["LABELS", "SynthSpec", "label_counts", "prompt_suite", "render", "run_synth", "sample_spec", "write_synthetic"]
+__all__ = ["LABELS", "SynthSpec", "label_counts", "prompt_suite", "render", "run_synth", "sample_spec", "shape_mask", "write_synthetic"]
