@@ -215,11 +215,17 @@ class CriticConfig(Section):
         return self
 
 
-class ScoreConfig(Section):
-    batch_size: int = 8
+class ActorPoolConfig(Section):
+    """A Ray Data actor pool (lift_core.distributed.actor_pool): items per batch, actors, resources."""
+
+    batch_size: int = 1
     num_actors: int = 1
     num_gpus_per_actor: float = 0.0
     num_cpus_per_actor: float = 1.0
+
+
+class ScoreConfig(ActorPoolConfig):
+    batch_size: int = 8
     rationale: bool = False
     max_new_tokens: int = 32
     lift_values: dict[str, float] = Field(default_factory=lambda: {"Good": 0.9, "Normal": 0.2, "Bad": 0.05})
@@ -264,13 +270,9 @@ class T2VConfig(Section):
         return name
 
 
-class GenerateConfig(Section):
+class GenerateConfig(ActorPoolConfig):
     videos_per_prompt: int = 1
     seed: int = 0
-    batch_size: int = 1
-    num_actors: int = 1
-    num_gpus_per_actor: float = 0.0
-    num_cpus_per_actor: float = 1.0
     max_prompts: int | None = None
 
 
