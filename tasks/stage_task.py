@@ -11,6 +11,7 @@ from typing import Any
 
 from prefect import Task
 
+from lift_core import storage
 from lift_core.stages import Artifact, get_stage
 from tasks.common import artifact_key, config_of, gpu_slots, progress_artifact, task_options
 
@@ -26,7 +27,15 @@ def run_stage(cfg: dict[str, Any], stage: str, label: str, inputs: dict[str, Any
     c = config_of(cfg)
     progress = progress_artifact(label)
     with gpu_slots(c, stage):
-        result = declared(c, progress=progress, **inputs)
+        try:
+            result = declared(c, progress=progress, **inputs)
+        except Exception as err:
+            # Disk full, permission denied, missing credentials: the UI shows the path and the cause,
+            # not the Ray wrapper around them.
+            resource = storage.resource_error_in(err)
+            if resource is not None:
+                raise resource from err
+            raise
     if result.key != key:
         # Prefect would file this result under the other key: an input changed while the stage ran,
         # or the stage's run and stage_out functions disagree.
