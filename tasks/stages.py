@@ -30,11 +30,12 @@ class Stages:
         from tasks.stage_task import stage_task
 
         key, out_dir = get_stage(stage).stage_out(self.cfg, **inputs)
-        task = for_run(stage_task(stage), self.cfg)
+        task = stage_task(stage)
         if storage.check_success(out_dir)[0] is None:
             # The folder is the truth: a stage whose outputs are gone or no longer match its
             # _SUCCESS.json runs again (and repairs them), even when Prefect's cache holds its result.
             task = task.with_options(refresh_cache=True)
+        task = for_run(task, self.cfg)
         state = task(self.cfg.model_dump(mode="json"), stage=stage, label=label, inputs=inputs, key=key,
                      out_dir=out_dir, return_state=True)
         self.states[label] = state.name
