@@ -259,6 +259,10 @@ class T2VConfig(Section):
     guidance_scale: float = 6.0
     max_sequence_length: int = 226
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # VAE memory (the latent cache and generation): tiling encodes and decodes overlapping tiles, so a
+    # 49x480x720 clip fits on one GPU; slicing runs one video of a batch through the VAE at a time.
+    vae_tiling: bool = False
+    vae_slicing: bool = False
 
     @field_validator("family")
     @classmethod
@@ -287,6 +291,9 @@ class DpoConfig(Section):
 
 class AlignConfig(Section):
     mode: Literal["lora", "full"] = "lora"
+    # mode full: train only these submodules of the denoiser, by module name (e.g. [transformer_blocks], as
+    # LiFT's CogVideo/finetune/train.py does); empty: every parameter.
+    full_train_modules: list[str] = Field(default_factory=list)
     # lift: LiFT's reward-weighted likelihood. dpo: Diffusion-DPO on pairs of videos of one prompt, the
     # higher critic reward winning, against the frozen base (the LoRA adapter disabled).
     objective: Literal["lift", "dpo"] = "lift"

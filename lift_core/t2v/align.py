@@ -38,8 +38,9 @@ def train_step(spec: Any, pipe: Any, model: Any, params: list, optimizer: Any, b
     return per_sample.detach(), float(grad_norm)
 
 
-def add_trainable(spec: Any, inner: Any, mode: str, lora: Any) -> list:
-    """Make the denoiser trainable: a LoRA adapter (base frozen) or every weight; returns the trainable params."""
+def add_trainable(spec: Any, inner: Any, mode: str, lora: Any, full_modules: Sequence[str] = ()) -> list:
+    """Make the denoiser trainable: a LoRA adapter (base frozen), or every weight, or (``full_modules``)
+    only the named submodules in full; returns the trainable params."""
     if mode == "lora":
         from peft import LoraConfig as PeftLoraConfig
 
@@ -48,6 +49,16 @@ def add_trainable(spec: Any, inner: Any, mode: str, lora: Any) -> list:
             PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                            init_lora_weights=True, target_modules=list(lora.target_modules))
         )
+    elif mode == "full" and full_modules:
+        inner.requires_grad_(False)
+        names = dict(inner.named_modules())
+        unknown = [m for m in full_modules if m not in names]
+        if unknown:
+            top = sorted({n.split(".")[0] for n in names if n})
+            raise ValueError(f"align.full_train_modules: no submodule {unknown} in {type(inner).__name__}; "
+                             f"its top-level modules: {top}")
+        for m in full_modules:
+            names[m].requires_grad_(True)
     elif mode == "full":
         inner.requires_grad_(True)
     else:
@@ -73,7 +84,7 @@ class RewardAlignRecipe:
         spec = get_spec(cfg.t2v.family)
         pipe = spec.load_pipeline(ctx.config["model"], cfg.t2v.dtype, "cpu", parts="denoiser")
         inner = spec.denoiser(pipe)
-        params = add_trainable(spec, inner, a.mode, a.lora)
+        params = add_trainable(spec, inner, a.mode, a.lora, a.full_train_modules)
         lora = a.mode == "lora"
         return TrainModel(
             module=inner,

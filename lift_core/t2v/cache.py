@@ -226,6 +226,7 @@ class CacheEncoder:
         self.spec = get_spec(self.t2v.family)
         device = "cuda" if num_gpus and torch.cuda.is_available() else "cpu"
         self.pipe = self.spec.load_pipeline(model, self.t2v.dtype, device, parts="encoders")
+        self.spec.reduce_vae_memory(self.pipe, self.t2v.vae_tiling, self.t2v.vae_slicing)
         self.ns = CacheNamespaces(**ns)
         self.latents = TensorCache(self.ns.latents_uri)
         self.text = TensorCache(self.ns.text_uri)

@@ -115,6 +115,7 @@ class T2VGenerator:
         self.t2v = t2v if isinstance(t2v, T2VConfig) else T2VConfig.model_validate(t2v)
         device = "cuda" if num_gpus and torch.cuda.is_available() else "cpu"
         self.pipe, self.spec = load_t2v(model, self.t2v.family, self.t2v.dtype, device)
+        self.spec.reduce_vae_memory(self.pipe, self.t2v.vae_tiling, self.t2v.vae_slicing)
         self.spec.check_shape(self.t2v.height, self.t2v.width, self.t2v.num_frames)
         self.base_denoiser = self.spec.denoiser(self.pipe)
         self.tuned_denoiser = None

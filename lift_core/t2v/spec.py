@@ -64,6 +64,14 @@ class T2VModelSpec(ABC):
         encoder: training from cached embeddings).
         """
 
+    def reduce_vae_memory(self, pipe: Any, tiling: bool, slicing: bool) -> None:
+        """Switch on the VAE's tiled and/or sliced encode and decode (``t2v.vae_tiling``, ``t2v.vae_slicing``)."""
+        vae = getattr(pipe, "vae", None)
+        if tiling:
+            vae.enable_tiling()
+        if slicing:
+            vae.enable_slicing()
+
     @abstractmethod
     def denoiser(self, pipe: Any) -> Any:
         """The module that alignment trains (LoRA or full)."""

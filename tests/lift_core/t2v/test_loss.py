@@ -113,6 +113,18 @@ def test_full_fine_tuning_trains_every_weight(spec, tiny_t2v):
         add_trainable(spec, model, "half", AlignConfig().lora)
 
 
+def test_full_fine_tuning_of_named_modules_only(spec, tiny_t2v):
+    """LiFT's train.py trains ``transformer_blocks`` only: patch_embed, proj_out and the rest stay frozen."""
+    pipe = _pipe(spec, tiny_t2v)
+    model = spec.denoiser(pipe)
+    params = add_trainable(spec, model, "full", AlignConfig().lora, ["transformer_blocks"])
+    blocks = {id(p) for p in model.transformer_blocks.parameters()}
+    assert {id(p) for p in params} == blocks and len(params) < len(list(model.parameters()))
+    assert not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("transformer_blocks"))
+    with pytest.raises(ValueError, match="no submodule \\['blocks'\\].*transformer_blocks"):
+        add_trainable(spec, spec.denoiser(_pipe(spec, tiny_t2v)), "full", AlignConfig().lora, ["blocks"])
+
+
 def test_data_order_is_a_permutation_per_epoch_and_seeded():
     order = DataOrder(5, seed=3)
     epoch0 = [order(p) for p in range(5)]
@@ -120,3 +132,16 @@ def test_data_order_is_a_permutation_per_epoch_and_seeded():
     assert sorted(epoch0) == sorted(epoch1) == list(range(5))
     assert [DataOrder(5, seed=3)(p) for p in range(10)] == epoch0 + epoch1
     assert sample_seed(0, 7) == sample_seed(0, 7) != sample_seed(0, 8)
+
+
+def test_vae_tiling_and_slicing_come_from_the_config(spec, tiny_t2v, t2v_cfg, tmp_path):
+    from dataclasses import asdict
+
+    from lift_core.t2v.cache import CacheEncoder, namespaces
+
+    cfg = t2v_cfg.model_copy(deep=True)
+    cfg.t2v.vae_tiling = cfg.t2v.vae_slicing = True
+    encoder = CacheEncoder(tiny_t2v, cfg.t2v.model_dump(mode="json"), asdict(namespaces(cfg, tiny_t2v)))
+    assert encoder.pipe.vae.use_tiling and encoder.pipe.vae.use_slicing
+    plain = CacheEncoder(tiny_t2v, t2v_cfg.t2v.model_dump(mode="json"), asdict(namespaces(t2v_cfg, tiny_t2v)))
+    assert not plain.pipe.vae.use_tiling and not plain.pipe.vae.use_slicing
