@@ -36,8 +36,8 @@ def test_demo_epochs_come_from_the_synthetic_data_size():
 
 
 def test_impossible_batch_arithmetic_names_the_keys_and_the_fix(lift_cli):
-    cfg = load_config(REPO / "configs" / "lift-cogvideox-2b.yaml", ["align.train.batch_size=60"])
-    with pytest.raises(PlanError, match=r"align\.train\.batch_size=60 .*align\.train\.num_workers=8 x "
+    cfg = load_config(REPO / "configs" / "lift-cogvideox-2b.yaml", ["align.train.batch_size=72"])
+    with pytest.raises(PlanError, match=r"align\.train\.batch_size=72 .*align\.train\.num_workers=8 x "
                                         r"align\.train\.grad_accum_steps=4.*grad_accum_steps to one of"):
         plan(cfg)
     code, _, err = lift_cli("plan", "--config", str(REPO / "configs" / "lift-cogvideox-2b.yaml"),
