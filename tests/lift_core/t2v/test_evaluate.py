@@ -12,6 +12,7 @@ import torch
 from lift_core import storage
 from lift_core.config import DIMENSIONS
 from lift_core.t2v.align import TRAIN_LOG_SCHEMA
+from lift_core.metrics.oracle import ATTRIBUTES
 from lift_core.t2v.evaluate import EVAL_SCHEMA, run_evaluate, summarize, win_rate
 
 CRITIC = ["critic.build_tiny.hidden_size=64", "critic.build_tiny.intermediate_size=128",
@@ -23,9 +24,10 @@ def test_win_rate_and_summary():
     with pytest.raises(ValueError):
         win_rate([0.1], [0.1, 0.2])
 
-    def row(tag, pid, reward, flicker):
+    def row(tag, pid, reward, flicker, oracle=None):
         return {"tag": tag, "prompt_id": pid, "index": 0, "reward": reward, "flicker": flicker,
-                **{f"reward_{d}": reward for d in DIMENSIONS}}
+                **{f"reward_{d}": reward for d in DIMENSIONS}, "oracle": oracle,
+                **{f"oracle_{a}": oracle for a in ATTRIBUTES}}
 
     rows = [row("base", "a", 0.2, 0.9), row("aligned", "a", 0.6, 0.95), row("base", "b", 0.5, 0.8),
             row("aligned", "b", 0.4, 0.85), row("aligned", "c", 1.0, 1.0)]  # "c" has no base twin: not a pair
@@ -34,8 +36,30 @@ def test_win_rate_and_summary():
     assert s["base"] == pytest.approx({"reward": 0.35, "semantic": 0.35, "fidelity": 0.35, "motion": 0.35, "flicker": 0.85})
     assert s["aligned"]["reward"] == pytest.approx(0.5) and s["win_rate"] == 0.5
     assert s["reward_delta"] == pytest.approx(0.15)
+    lo, hi = s["win_rate_ci"]
+    assert 0 <= lo <= s["win_rate"] <= hi <= 1 and s["reward_delta_ci"][0] <= 0.15 <= s["reward_delta_ci"][1]
+    assert "oracle" not in s  # captions outside the synthetic world: the oracle says nothing
+    assert s["flicker_change"] == pytest.approx((0.9 - 0.85) / 0.85)
     with pytest.raises(ValueError, match="both"):
         summarize([row("base", "a", 0.2, 0.9)])
+
+
+def test_oracle_summary_pools_pairs_with_cluster_bootstrap_intervals():
+    """Aligned adheres better on 20 of 24 prompts x 2 seeds: the oracle win rate's interval is above 0.5."""
+    rows = []
+    for p in range(24):
+        better = p >= 4
+        for seed in range(2):
+            for tag, value in (("base", 0.5), ("aligned", 0.75 if better else 0.25)):
+                rows.append({"tag": tag, "prompt_id": f"p{p}", "index": seed, "reward": 0.5, "flicker": 0.9,
+                             **{f"reward_{d}": 0.5 for d in DIMENSIONS}, "oracle": value,
+                             **{f"oracle_{a}": value for a in ATTRIBUTES}})
+    oracle = summarize(rows, seed=1)["oracle"]
+    assert oracle["base"] == 0.5 and oracle["aligned"] == pytest.approx((20 * 0.75 + 4 * 0.25) / 24)
+    assert oracle["win_rate"] == pytest.approx(20 / 24)
+    assert 0.5 < oracle["win_rate_ci"][0] < oracle["win_rate"] < oracle["win_rate_ci"][1] <= 1
+    assert oracle["delta_ci"][0] > 0 and set(oracle["by_attribute"]) == set(ATTRIBUTES)
+    assert summarize(rows, seed=1)["oracle"] == oracle  # the bootstrap is seeded
 
 
 def _critic_adapter(cfg, out: str) -> str:
@@ -80,7 +104,8 @@ def test_evaluate_base_vs_aligned(ray_session, make_t2v_cfg, t2v_root, tiny_t2v,
     res = run_evaluate(cfg, prompts_uri, critic, {"lora": lora, "train_log": train_log})
     summary = json.loads(storage.read_text(res.outputs["eval_json"]))
     assert summary == res.metrics
-    assert set(summary) >= {"base", "aligned", "win_rate", "n_prompts"}
+    assert set(summary) >= {"base", "aligned", "win_rate", "win_rate_ci", "n_prompts", "oracle"}
+    assert 0 <= summary["oracle"]["base"] <= 1 and len(summary["oracle"]["win_rate_ci"]) == 2
     for side in ("base", "aligned"):
         assert set(summary[side]) == {"reward", "semantic", "fidelity", "motion", "flicker"}
         assert 0 <= summary[side]["reward"] <= 1 and 0 < summary[side]["flicker"] <= 1
@@ -99,10 +124,11 @@ def test_evaluate_base_vs_aligned(ray_session, make_t2v_cfg, t2v_root, tiny_t2v,
         assert base["critic_id"] == aligned["critic_id"]
 
     report = storage.read_text(res.outputs["report_md"])
-    for name in ("reward_hist.png", "dimensions.png", "loss_curve.png"):
+    for name in ("frames.png", "reward_hist.png", "dimensions.png", "loss_curve.png"):
         assert f"plots/{name}" in report
         assert storage.read_bytes(storage.join(res.outputs["plots"], name))[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "win rate" in report
+    assert "win rate" in report and "Pixel oracle" in report
+    assert all(r["oracle"] is not None for r in rows)  # the test prompts are of the synthetic grammar
     assert run_evaluate(cfg, prompts_uri, critic, {"lora": lora, "train_log": train_log}) == res  # no-op rerun
 
     with pytest.raises(ValueError, match="exactly one"):
