@@ -45,19 +45,30 @@ def _base(out: str) -> str:
     return out
 
 
-def prepare_manifest(src: str, fmt: str, work_dir: str) -> tuple[str, list[dict[str, Any]]]:
-    """A manifest for SRC (ingested into ``work_dir`` unless SRC is one) and the ingest rejects."""
+def prepare_manifest(
+    src: str, fmt: str, work_dir: str
+) -> tuple[str, list[dict[str, Any]], dict[int, tuple[str, str]]]:
+    """A manifest for SRC (ingested into ``work_dir`` unless SRC is one), the ingest rejects, and the
+    (``video_id``, ``caption_id``) that each accepted entry of SRC is scored as (``source_pairs``).
+
+    The manifest has one row per distinct (video, caption) of the accepted entries: the critic's
+    prompts hold the caption, so two entries of one video with different captions are scored apart.
+    """
     from lift_core import storage
+    from lift_core.critic.scoring import source_pairs
     from lift_core.data.ingest import ingest_source
+    from lift_core.schemas import MANIFEST_SCHEMA, rows_to_table
 
     if fmt == "manifest":
-        return src, []
+        return src, [], {}
     manifest = storage.join(work_dir, "score-inputs", storage.fingerprint_uri(src), "manifest.parquet")
     counts = ingest_source(fmt, src, manifest)
     if counts.get("videos", 0) == 0:
         raise ValueError(f"no usable videos in {src} (see {_base(manifest)}.quarantine.parquet)")
     rejects = storage.read_table(f"{_base(manifest)}.quarantine.parquet").to_pylist()
-    return manifest, rejects
+    pairs, entry_keys = source_pairs(fmt, src, storage.read_table(manifest).to_pylist())
+    storage.write_table(manifest, rows_to_table(pairs, MANIFEST_SCHEMA))
+    return manifest, rejects, entry_keys
 
 
 def score(
@@ -99,7 +110,7 @@ def score(
         "critic": cfg.critic.model_copy(update={"model": adapter_base_model(critic), "build_tiny": None}),
     })
 
-    manifest, rejects = prepare_manifest(src, fmt, cfg.run_root)
+    manifest, rejects, entry_keys = prepare_manifest(src, fmt, cfg.run_root)
     ensure_ray(cfg.ray)
     run = InlineStages(cfg, progress=log_progress)
     decoded = run.decode(manifest)
@@ -118,10 +129,13 @@ def score(
     if format == "lift-json":
         rows = storage.read_table(scores_uri).to_pylist()
         rows = [r for r in rows if r["critic_id"] == critic_id]
-        lift_entries = json.loads(storage.read_text(src)) if fmt == "lift-inference" else None
-        root = src.rsplit("/", 1)[0] if "/" in src else "."
-        entries, missing = lift_critic_output(rows, lift_entries, root)
-        storage.write_bytes_atomic(out, json.dumps(entries, ensure_ascii=False, indent=4).encode())
+        # Decoded as the reader decodes it: an undecodable entry was rejected, the rest are kept as is.
+        lift_entries = (json.loads(storage.read_bytes(src).decode("utf-8", "surrogateescape").removeprefix("\ufeff"))
+                        if fmt == "lift-inference" else None)
+        # Each entry gets the scores of its own (video, caption); a rejected or unscored one is missing.
+        entries, missing = lift_critic_output(rows, lift_entries, entry_keys)
+        text = json.dumps(entries, ensure_ascii=False, indent=4)
+        storage.write_bytes_atomic(out, text.encode("utf-8", "backslashreplace"))
         summary.update({"json": out, "json_entries": len(entries), "json_missing": missing})
         for video in missing:
             typer.echo(f"lift: warning: {video}: not scored (see {quarantine_uri})", err=True)

@@ -1,7 +1,11 @@
 """Score stage: frames of HD-VILA + generated videos -> ``scores.parquet``, ``quarantine.parquet``.
 
-``run_score`` follows docs/STAGES.md; ``score_manifests`` is the same work for any output path
-(the ``lift score`` command uses it). Both resume: pairs already scored are skipped.
+``run_score`` follows docs/STAGES.md; ``score_manifests`` is the same work for any output path.
+Both resume: what is already scored is skipped.
+
+What is scored is each distinct (video, caption) of the manifests: every dimension's prompt holds the
+caption, so a video listed with two captions gets two score rows, keyed (``video_id``, ``caption_id``,
+``critic_id``); its frames are decoded and read once.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ def score_manifests(
     rationale: bool | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Score every selected manifest video that has frames into ``scores_uri`` (resumable).
+    """Score every selected (video, caption) of the manifests whose video has frames into ``scores_uri`` (resumable).
 
-    Returns ``counts``, the ``critic_id`` and the quarantine rows (videos without frames).
+    Returns ``counts`` (``videos``: distinct videos; ``pairs``: distinct (video, caption) rows, which
+    ``scored``, ``resumed`` and ``quarantined`` count), the ``critic_id`` and the quarantine rows (one
+    per pair whose video has no usable frames).
     """
     from lift_core.critic.backbone import critic_id
     from lift_core.critic.scoring import adapter_base_model, local_copy
@@ -49,13 +55,15 @@ def score_manifests(
 
     manifest = pool.read_manifests(manifest_uris, cfg.score.sources)
     frames_ids = pool.frames_video_ids(frames_uris)
-    done = pool.scored_video_ids(scores_uri, cid, need_reasons=want_reasons)
+    done = pool.scored_keys(scores_uri, cid, need_reasons=want_reasons)
     todo, missing = pool.plan(manifest, frames_ids, done)
     # Videos without frames: each needs its decode quarantine row, else the frames lost it (an error).
     missing_why = missing_frames_reasons(frames_uris, missing) or {}
-    resumed = sum(1 for v in manifest.column("video_id").to_pylist() if v in done and v in frames_ids)
-    progress(0.0, f"{manifest.num_rows} videos: {resumed} already scored, {todo.num_rows} to score, "
-                  f"{len(missing)} without frames")
+    keys = list(zip(*(manifest.column(c).to_pylist() for c in pool.SCORED)))
+    resumed = sum(1 for k in keys if k in done and k[0] in frames_ids)
+    n_videos = len({k[0] for k in keys})
+    progress(0.0, f"{manifest.num_rows} (video, caption) pairs of {n_videos} videos: {resumed} already scored, "
+                  f"{todo.num_rows} to score, {len(missing)} without frames")
     written, unusable = pool.score_to_shards(
         cfg, frames_uris, todo, adapter_uri=adapter_local, scores_uri=scores_uri, model=model,
         rationale=want_reasons, progress=progress,
@@ -66,7 +74,7 @@ def score_manifests(
                   for r in missing] + unusable
     return {
         "critic_id": cid,
-        "counts": {"videos": manifest.num_rows, "scored": written, "resumed": resumed,
+        "counts": {"videos": n_videos, "pairs": manifest.num_rows, "scored": written, "resumed": resumed,
                    "quarantined": len(quarantine), "rows": total},
         "quarantine": quarantine,
     }

@@ -12,6 +12,12 @@ forward pass. The reward is read from the next-token distribution at the first a
 
 Rationales are optional: one batched greedy ``generate`` whose first token is restricted to the
 label tokens, so ``reason_d`` always explains the reported ``label_d``.
+
+What a score depends on: every dimension's prompt is the caption followed by that dimension's question
+(LiFT's fixed format, and the one the critic was trained on), so fidelity and motion are asked with
+the caption too. All three scores are therefore computed per (video, caption), and a score row is
+keyed by (``video_id``, ``caption_id``, ``critic_id``). A video is decoded once; each of its captions
+is a row of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import pyarrow as pa
 from lift_core import storage
 from lift_core.config import DIMENSIONS, LABELS, CriticConfig, DecodeConfig, ScoreConfig
 from lift_core.critic.prompts import format_answer, parse_answer
-from lift_core.schemas import SCORES_SCHEMA
+from lift_core.schemas import SCORES_SCHEMA, caption_id
 
 PROB_COLUMNS: dict[str, str] = {"Good": "p_good", "Normal": "p_normal", "Bad": "p_bad"}
 META_COLUMNS: tuple[str, ...] = ("uri", "caption", "source")
@@ -101,6 +107,7 @@ def assemble_rows(
         row: dict[str, Any] = {
             "video_id": m.get("video_id"),
             **{c: m.get(c) for c in META_COLUMNS},
+            "caption_id": m.get("caption_id") or caption_id(m.get("caption")),
             "critic_id": critic_id,
             "scored_at": scored_at,
         }
@@ -155,7 +162,8 @@ class CriticScorer:
     In-process: ``scorer.score(frames, captions)`` returns probability arrays and reasons,
     ``scorer.score_rows(meta, frames)`` returns ``SCORES_SCHEMA`` rows. As a Ray Data callable
     class, ``scorer(batch)`` maps a frames batch (``video_id``, ``frames``; ``caption``/``uri``/
-    ``source`` from the batch or from ``metadata``) to a scores table.
+    ``source`` from the batch or from ``metadata``) to a scores table: one row per (video, caption)
+    that ``metadata`` lists for the video.
     """
 
     def __init__(
@@ -256,10 +264,11 @@ class CriticScorer:
 
     # ------------------------------------------------------------------ Ray Data
     def __call__(self, batch: pa.Table | Mapping[str, Any]) -> pa.Table:
-        """A frames batch -> score rows (``SCORES_WITH_ERROR_SCHEMA``).
+        """A frames batch -> score rows (``SCORES_WITH_ERROR_SCHEMA``), one per (video, caption).
 
-        A video whose stored frames cannot be used gets a row with only ``error`` set (the caller
-        quarantines it), so one bad row never fails its batch.
+        With ``metadata``, a video is scored once for each of its captions there (the frames are
+        decoded once and shared). A video whose stored frames cannot be used gets, per caption, a row
+        with only ``error`` set (the caller quarantines it), so one bad row never fails its batch.
         """
         from lift_core.video.frames import frames_to_numpy
 
@@ -271,22 +280,22 @@ class CriticScorer:
         for i, vid in enumerate(ids):
             if self._metadata is not None:
                 found = self._metadata.get(vid)
-                if found is None:  # not selected for scoring in this run (already scored, or filtered)
+                if not found:  # not selected for scoring in this run (already scored, or filtered)
                     continue
-                m = dict(found)
+                metas = [{**m, "video_id": vid} for m in found]
             elif "caption" in columns:
-                m = {c: _cell(table, batch, c, i) for c in META_COLUMNS if c in columns}
+                metas = [{**{c: _cell(table, batch, c, i) for c in META_COLUMNS if c in columns}, "video_id": vid}]
             else:
                 raise ValueError("frames batch has no 'caption' column and the scorer was given no metadata")
-            m["video_id"] = vid
             try:
                 video = frames_to_numpy(frames_col.slice(i, 1) if table is not None else frames_col[i : i + 1])[0]
                 check_video(video)
             except Exception as err:  # a bad stored row is one bad input, not a failed batch
-                failed.append({**m, "critic_id": self.critic_id, "error": f"unusable frames: {type(err).__name__}: {err}"})
+                why = f"unusable frames: {type(err).__name__}: {err}"
+                failed.extend({**m, "critic_id": self.critic_id, "error": why} for m in metas)
                 continue
-            meta.append(m)
-            keep.append(video)
+            meta.extend(metas)
+            keep.extend(video for _ in metas)
         rows = self.score_rows(meta, keep) if meta else []
         out = pa.Table.from_pylist(
             [{f.name: r.get(f.name) for f in SCORES_WITH_ERROR_SCHEMA} for r in [*rows, *failed]],
@@ -340,18 +349,21 @@ def _cell(table: pa.Table | None, batch: Any, column: str, i: int) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _metadata_index(metadata: pa.Table | Any | None) -> dict[str, dict[str, Any]] | None:
-    """video_id -> {uri, caption, source}; accepts a table or a Ray object ref to one."""
+def _metadata_index(metadata: pa.Table | Any | None) -> dict[str, list[dict[str, Any]]] | None:
+    """video_id -> [{uri, caption, caption_id, source}, ...], one per caption to score the video with;
+    accepts a table or a Ray object ref to one."""
     if metadata is None:
         return None
     if not isinstance(metadata, pa.Table):
         import ray
 
         metadata = ray.get(metadata)
-    cols = {c: metadata.column(c).to_pylist() for c in ("video_id", *META_COLUMNS) if c in metadata.column_names}
-    return {
-        vid: {c: cols[c][i] for c in META_COLUMNS if c in cols} for i, vid in enumerate(cols["video_id"])
-    }
+    wanted = (*META_COLUMNS, "caption_id")
+    cols = {c: metadata.column(c).to_pylist() for c in ("video_id", *wanted) if c in metadata.column_names}
+    index: dict[str, list[dict[str, Any]]] = {}
+    for i, vid in enumerate(cols["video_id"]):
+        index.setdefault(vid, []).append({c: cols[c][i] for c in wanted if c in cols})
+    return index
 
 
 # --------------------------------------------------------------------------- in-process helpers
@@ -387,15 +399,17 @@ def score_videos(
 
 def lift_critic_output(
     rows: Sequence[Mapping[str, Any]],
-    entries: Sequence[Mapping[str, Any]] | None = None,
-    videos_root: str | None = None,
+    entries: Sequence[Any] | None = None,
+    entry_keys: Mapping[int, tuple[str, str]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """LiFT's ``critic_output_*.json`` items from score rows: ``"Label. reason"`` per dimension.
 
     With ``entries`` (LiFT's inference input, ``[{video_id, video, caption}]``), each entry is kept
-    as is and gains the three keys; its ``video`` resolves against ``videos_root``, matched by URI or,
-    failing that, by content id. Without, one item per row. Returns the items and the ``video`` of
-    each entry that has no score (never dropped silently: the caller reports them).
+    as is and gains the three keys from the row of its own (``video_id``, ``caption_id``), given by
+    ``entry_keys[entry index]`` (``source_pairs``). An entry with no key (rejected at ingest, its
+    file missing) or whose key has no row (not scored) is never filled from another entry's scores:
+    it is returned in the second list, as ``"<video> (entry <index>)"``. Without ``entries``, one
+    item per row.
     """
     from lift_core.domain import CRITIC_OUTPUT_KEYS
 
@@ -405,20 +419,65 @@ def lift_critic_output(
     if entries is None:
         items = [{"video_id": r["video_id"], "video": r["uri"], "caption": r["caption"], **answers(r)} for r in rows]
         return items, []
-    by_uri = {r["uri"]: r for r in rows}
-    by_id = {r["video_id"]: r for r in rows}
+    by_key = {(r["video_id"], r.get("caption_id") or caption_id(r.get("caption"))): r for r in rows}
+    keys = entry_keys or {}
     items, missing = [], []
-    for entry in entries:
-        video = str(entry.get("video", "")) if isinstance(entry, Mapping) else ""
-        uri = video if ("://" in video or video.startswith("/") or not videos_root) else storage.join(videos_root, video)
-        row = by_uri.get(uri)
-        if row is None and video and storage.exists(uri):
-            row = by_id.get(storage.content_id(uri))  # the same content listed under another name
+    for i, entry in enumerate(entries):
+        key = keys.get(i)
+        row = by_key.get(key) if key is not None else None
         if row is None:
-            missing.append(video or repr(entry))
+            video = entry.get("video") if isinstance(entry, Mapping) else None
+            missing.append(f"{video if isinstance(video, str) else repr(entry)[:200]} (entry {i})")
             continue
         items.append({**entry, **answers(row)})
     return items, missing
+
+
+# Readers that turn each accepted entry into exactly one record, in entry order.
+ONE_RECORD_PER_ENTRY = ("lift-inference", "critic-output", "alignment")
+
+
+def source_pairs(
+    fmt: str, src: str, manifest: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[int, tuple[str, str]]]:
+    """What to score for the entries of ``src``: manifest rows, one per distinct (video, caption).
+
+    Ingest keeps one manifest row per video content (``manifest``: its first caption). Scores depend
+    on the caption too, so ``src`` is read again with the reader ingest used (the same entries are
+    accepted and rejected) and every accepted entry contributes its own (``video_id``, ``caption_id``).
+    A video's id comes from ``manifest`` by URI, else from its content (a copy of a kept video); an
+    entry whose file cannot be read has none and is not scored (ingest quarantined it).
+
+    Returns the rows (``MANIFEST_SCHEMA`` columns plus ``caption_id``, the first entry of each pair
+    wins) and, for formats whose entries are one record each (``ONE_RECORD_PER_ENTRY``), the
+    ``{entry index: (video_id, caption_id)}`` of the accepted entries.
+    """
+    from lift_core.data.sources import read_source
+
+    result = read_source(fmt, src)
+    ids = {r["uri"]: r["video_id"] for r in manifest}
+    split = {r["video_id"]: r.get("split") for r in manifest}
+    pairs: dict[tuple[str, str], dict[str, Any]] = {}
+    record_keys: list[tuple[str, str] | None] = []
+    for rec in result.records:
+        vid = ids.get(rec["uri"])
+        if vid is None:
+            try:
+                vid = ids[rec["uri"]] = storage.content_id(rec["uri"])
+            except OSError:  # missing or unreadable: quarantined by ingest
+                record_keys.append(None)
+                continue
+        key = (vid, caption_id(rec["caption"]))
+        pairs.setdefault(key, {**rec, "video_id": vid, "caption_id": key[1], "split": split.get(vid)})
+        record_keys.append(key)
+    entry_keys: dict[int, tuple[str, str]] = {}
+    if fmt in ONE_RECORD_PER_ENTRY:
+        rejected = {r.index for r in result.rejects if r.index is not None}
+        accepted = [i for i in range(len(result.records) + len(rejected)) if i not in rejected]
+        if len(accepted) != len(record_keys):
+            raise RuntimeError(f"{src}: {len(record_keys)} records for {len(accepted)} accepted entries ({fmt})")
+        entry_keys = {i: k for i, k in zip(accepted, record_keys) if k is not None}
+    return list(pairs.values()), entry_keys
 
 
 def format_label_reason(label: str, reason: str | None) -> str:

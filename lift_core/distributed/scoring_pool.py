@@ -3,8 +3,10 @@
 - The critic is loaded once per actor (``lift_core.distributed.actor_pool``), with ``score.num_gpus_per_actor``.
 - Frames stream from Parquet through the actors; only the small score rows reach the driver, which
   writes them as atomic shards of ``score.rows_per_shard`` rows. Memory stays flat as videos grow.
-- Resume: shards of a killed run stay; a restart skips every (``video_id``, ``critic_id``) already in
-  the output or its shards. Compaction streams shards into one file, one row per pair (the newest).
+- Scores are keyed by what they depend on: (``video_id``, ``caption_id``, ``critic_id``). A video is
+  decoded once and scored once per distinct caption the manifests give it.
+- Resume: shards of a killed run stay; a restart skips every key already in the output or its
+  shards. Compaction streams shards into one file, one row per key (the newest).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import pyarrow.parquet as pq
 from lift_core import storage
 from lift_core.config import PipelineConfig
 from lift_core.progress import ProgressFn, resolve
-from lift_core.schemas import SCORES_SCHEMA, quarantine_row
+from lift_core.schemas import SCORE_KEY, SCORES_SCHEMA, caption_id, quarantine_row, with_caption_id
 
-PAIR = ("video_id", "critic_id")
+SCORED = ("video_id", "caption_id")  # what is scored; with the critic, the key of a score row
 
 
 def shards_dir_for(scores_uri: str) -> str:
@@ -45,21 +47,33 @@ def score_sources(scores_uri: str) -> list[str]:
     return _parquet_files(scores_uri) + _parquet_files(shards_dir_for(scores_uri))
 
 
-def scored_video_ids(scores_uri: str, critic_id: str, need_reasons: bool = False) -> set[str]:
-    """Video ids already scored by ``critic_id`` (with rationales when ``need_reasons``)."""
-    done: set[str] = set()
-    cols = [*PAIR, "reason_semantic"] if need_reasons else list(PAIR)
+def _read_scores(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """One scores file (``columns`` of it, default all), with ``caption_id`` derived from ``caption``
+    where it is missing (files written before it was part of the contract) or null."""
+    fs, path = storage.fs_and_path(uri)
+    pf = pq.ParquetFile(path, filesystem=fs)
+    names = pf.schema_arrow.names
+    want = list(columns) if columns is not None else [*names, *(["caption_id"] if "caption_id" not in names else [])]
+    if "caption_id" not in want:
+        return pf.read(columns=want)
+    read = [c for c in dict.fromkeys([*want, "caption"]) if c in names]
+    return with_caption_id(pf.read(columns=read)).select(want)
+
+
+def scored_keys(scores_uri: str, critic_id: str, need_reasons: bool = False) -> set[tuple[str, str]]:
+    """(``video_id``, ``caption_id``) pairs already scored by ``critic_id`` (with rationales when ``need_reasons``)."""
+    done: set[tuple[str, str]] = set()
+    cols = [*SCORE_KEY, "reason_semantic"] if need_reasons else list(SCORE_KEY)
     for uri in score_sources(scores_uri):
-        fs, path = storage.fs_and_path(uri)
-        t = pq.read_table(path, filesystem=fs, columns=cols)
-        ids, critics = t.column("video_id").to_pylist(), t.column("critic_id").to_pylist()
+        t = _read_scores(uri, cols)
+        ids, caps, critics = (t.column(c).to_pylist() for c in SCORE_KEY)
         reasons = t.column("reason_semantic").to_pylist() if need_reasons else [""] * len(ids)
-        done.update(v for v, c, r in zip(ids, critics, reasons) if c == critic_id and r is not None)
+        done.update((v, k) for v, k, c, r in zip(ids, caps, critics, reasons) if c == critic_id and r is not None)
     return done
 
 
 def compact_scores(scores_uri: str) -> int:
-    """Merge the output file and its shards into ``scores_uri``: one row per pair, the newest wins.
+    """Merge the output file and its shards into ``scores_uri``: one row per key, the newest wins.
 
     Streams one file at a time (two passes: pick the winners, then copy them), writes atomically,
     then removes the shards. Returns the number of rows written.
@@ -68,12 +82,11 @@ def compact_scores(scores_uri: str) -> int:
     if not sources:
         storage.write_table(scores_uri, SCORES_SCHEMA.empty_table())
         return 0
-    winner: dict[tuple[str, str], tuple[int, int]] = {}
+    winner: dict[tuple[str, ...], tuple[int, int]] = {}
     for fi, uri in enumerate(sources):
-        fs, path = storage.fs_and_path(uri)
-        t = pq.read_table(path, filesystem=fs, columns=list(PAIR))
-        for ri, pair in enumerate(zip(t.column("video_id").to_pylist(), t.column("critic_id").to_pylist())):
-            winner[pair] = (fi, ri)
+        t = _read_scores(uri, list(SCORE_KEY))
+        for ri, key in enumerate(zip(*(t.column(c).to_pylist() for c in SCORE_KEY))):
+            winner[key] = (fi, ri)
     keep_by_file: dict[int, list[int]] = {}
     for fi, ri in winner.values():
         keep_by_file.setdefault(fi, []).append(ri)
@@ -89,8 +102,7 @@ def compact_scores(scores_uri: str) -> int:
             rows = sorted(keep_by_file.get(fi, []))
             if not rows:
                 continue
-            sfs, spath = storage.fs_and_path(uri)
-            t = pq.read_table(spath, filesystem=sfs).select(SCORES_SCHEMA.names).cast(SCORES_SCHEMA)
+            t = _read_scores(uri).select(SCORES_SCHEMA.names).cast(SCORES_SCHEMA)
             part = t.take(pa.array(rows, pa.int64()))
             writer.write_table(part)
             written += part.num_rows
@@ -123,7 +135,8 @@ def score_to_shards(
     rationale: bool | None = None,
     progress: ProgressFn | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Score the videos of ``todo`` (``video_id``, ``uri``, ``caption``, ``source``) found in the frames.
+    """Score the (video, caption) rows of ``todo`` (``video_id``, ``uri``, ``caption``, ``caption_id``,
+    ``source``) whose video is in the frames: each video's frames are read once, for all its captions.
 
     Frames rows not in ``todo`` (already scored, or not selected) pass the actors unscored.
     Returns the number of score rows written to shards and quarantine rows for unusable frames;
@@ -154,11 +167,11 @@ def score_to_shards(
             "score": s,
             "frame_size": (cfg.decode.height, cfg.decode.width),
             "rationale": rationale,
-            "metadata": ray.put(todo.select(["video_id", "uri", "caption", "source"])),
+            "metadata": ray.put(todo.select(["video_id", "uri", "caption", "caption_id", "source"])),
         },
         pool=ActorPool(s.num_actors, s.num_cpus_per_actor, s.num_gpus_per_actor),
         batch_size=s.batch_size,
-        expected_rows=todo.num_rows,  # every todo row has frames: fewer back means rows were lost
+        expected_rows=todo.num_rows,  # one result per todo row, each has frames: fewer back means rows were lost
         what="scoring",
         result_rows=s.rows_per_shard,
         ray_config=cfg.ray,
@@ -178,7 +191,7 @@ def score_to_shards(
         if good.num_rows:
             storage.write_table(storage.join(shards, shard_name(run, seq)), good.cast(SCORES_SCHEMA))
             written += good.num_rows
-        progress(min((written + len(failed)) / todo.num_rows, 1.0), f"scored {written}/{todo.num_rows} videos")
+        progress(min((written + len(failed)) / todo.num_rows, 1.0), f"scored {written}/{todo.num_rows} (video, caption) pairs")
     return written, failed
 
 
@@ -195,28 +208,35 @@ def frames_video_ids(frames_uris: Iterable[str]) -> set[str]:
 
 
 def read_manifests(manifest_uris: Iterable[str], sources: list[str] | None = None) -> pa.Table:
-    """``video_id``, ``uri``, ``caption``, ``source`` of the manifests; first row per video id wins."""
+    """``video_id``, ``uri``, ``caption``, ``caption_id``, ``source`` of the manifests: one row per
+    (``video_id``, ``caption_id``), the first wins. A video listed with two captions is two rows."""
     cols = ["video_id", "uri", "caption", "source"]
+    out = [*cols[:3], "caption_id", "source"]
     tables = [storage.read_table(u, columns=cols) for u in manifest_uris]
     if not tables:
-        return pa.table({c: pa.array([], pa.string()) for c in cols})
+        return pa.table({c: pa.array([], pa.string()) for c in out})
     t = pa.concat_tables([x.cast(pa.schema([(c, pa.string()) for c in cols])) for x in tables])
-    seen: set[str] = set()
+    t = t.append_column("caption_id", pa.array([caption_id(c) for c in t.column("caption").to_pylist()], pa.string()))
+    seen: set[tuple[str, str]] = set()
     keep = []
-    for i, (vid, src) in enumerate(zip(t.column("video_id").to_pylist(), t.column("source").to_pylist())):
-        if vid in seen or (sources is not None and src not in sources):
+    rows = zip(*(t.column(c).to_pylist() for c in ("video_id", "caption_id", "source")))
+    for i, (vid, cid, src) in enumerate(rows):
+        if (vid, cid) in seen or (sources is not None and src not in sources):
             continue
-        seen.add(vid)
+        seen.add((vid, cid))
         keep.append(i)
-    return t.take(pa.array(keep, pa.int64()))
+    return t.take(pa.array(keep, pa.int64())).select(out)
 
 
-def plan(manifest: pa.Table, frames_ids: set[str], done: set[str]) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """Split the manifest rows into those to score now and those without frames (to quarantine)."""
+def plan(
+    manifest: pa.Table, frames_ids: set[str], done: set[tuple[str, str]]
+) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Split the manifest's (video, caption) rows into those to score now and those whose video has
+    no frames (to quarantine); ``done`` holds the (``video_id``, ``caption_id``) already scored."""
     todo, missing = [], []
-    for i, vid in enumerate(manifest.column("video_id").to_pylist()):
-        if vid not in frames_ids:
+    for i, key in enumerate(zip(*(manifest.column(c).to_pylist() for c in SCORED))):
+        if key[0] not in frames_ids:
             missing.append(i)
-        elif vid not in done:
+        elif key not in done:
             todo.append(i)
     return manifest.take(pa.array(todo, pa.int64())), manifest.take(pa.array(missing, pa.int64())).to_pylist()

@@ -13,7 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from data_catalog.readers import parse_label_answer
+from lift_core import storage
 from lift_core.config import TinyCriticConfig
+from lift_core.critic.scoring import format_label_reason
 from lift_core.schemas import SCORES_SCHEMA
 
 TINY = TinyCriticConfig(hidden_size=64, intermediate_size=128, vision_embed_dim=32, seed=0)
@@ -74,6 +76,49 @@ def test_lift_json_in_lift_json_out(ray_session, tmp_path, fixtures_dir, adapter
     assert success.stat().st_mtime_ns == written and len(list(stage_dir.iterdir())) == 1
 
 
+def test_entries_are_scored_with_their_own_captions_and_rejected_ones_never(ray_session, tmp_path, fixtures_dir,
+                                                                           adapter_dir):
+    """Two entries of one video with different captions get the scores of their own caption; an entry
+    ingest rejected (same video) and one whose file is missing are in json_missing and the quarantine,
+    never in the output with another entry's scores."""
+    src = tmp_path / "lift"
+    src.mkdir()
+    for name in ("0.mp4", "1.mp4"):
+        shutil.copy(fixtures_dir / "lift-demo" / name, src / name)
+    demo = json.loads((fixtures_dir / "lift-demo/test.json").read_text())
+    entries = [
+        demo[0],
+        {"video_id": "demo_0_as_panda", "video": "0.mp4", "caption": demo[1]["caption"]},
+        {"video_id": "demo_0_rejected", "video": "0.mp4", "caption": ""},
+        demo[1],
+        {"video_id": "gone", "video": "missing.mp4", "caption": "a video that is not there"},
+    ]
+    (src / "test.json").write_text(json.dumps(entries))
+    out = tmp_path / "critic_output.json"
+    summary = run_cli(["score", "--videos", str(src / "test.json"), "--critic", adapter_dir, "--out", str(out),
+                       "--format", "lift-json", "--work-dir", str(tmp_path / "work"), "score.max_new_tokens=4"])
+    assert summary["json_missing"] == ["0.mp4 (entry 2)", "missing.mp4 (entry 4)"]
+    assert summary["scored"] == 3 and summary["json_entries"] == 3
+    got = json.loads(out.read_text())
+    assert [g["video_id"] for g in got] == ["demo_0.mp4", "demo_0_as_panda", "demo_1"]
+    assert [g["caption"] for g in got] == [demo[0]["caption"], demo[1]["caption"], demo[1]["caption"]]
+
+    quarantine = pq.read_table(summary["quarantine"]).to_pylist()
+    assert any(q["error"].startswith("rejected entry 2:") for q in quarantine)
+    assert any(q["uri"].endswith("missing.mp4") for q in quarantine)
+
+    scores = pq.read_table(summary["scores"]).to_pylist()
+    by_key = {(r["video_id"], r["caption"]): r for r in scores}
+    assert len(scores) == len(by_key) == 3  # one row per (video, caption) of an accepted entry
+    v0 = storage.content_id(str(src / "0.mp4"))
+    crane, panda = by_key[(v0, demo[0]["caption"])], by_key[(v0, demo[1]["caption"])]
+    assert crane["caption_id"] != panda["caption_id"]
+    assert abs(crane["p_good_semantic"] - panda["p_good_semantic"]) > 1e-6  # scored apart, not copied
+    for entry, row in ((got[0], crane), (got[1], panda)):
+        for d, key in (("semantic", "semantic consistency"), ("fidelity", "fidelity issues"), ("motion", "motion issues")):
+            assert entry[key] == format_label_reason(row[f"label_{d}"], row[f"reason_{d}"])
+
+
 def test_sources_resolve_to_manifests(tmp_path, fixtures_dir):
     """SRC may be a folder of videos with sidecar captions, a LiFT JSON or a manifest."""
     from flows.cli_score import detect_source_format, prepare_manifest
@@ -86,14 +131,15 @@ def test_sources_resolve_to_manifests(tmp_path, fixtures_dir):
     (src / "panda.json").write_text(json.dumps({"caption": "a panda in a spacesuit"}))
     (src / "nocaption.mp4").write_bytes(b"\x00" * 100)
     assert detect_source_format(str(src)) == "video-dir"
-    manifest, rejects = prepare_manifest(str(src), "video-dir", str(tmp_path / "work"))
+    manifest, rejects, entry_keys = prepare_manifest(str(src), "video-dir", str(tmp_path / "work"))
     rows = pq.read_table(manifest).to_pylist()
     assert sorted((r["uri"].rsplit("/", 1)[-1], r["caption"]) for r in rows) == [
         ("crane.mp4", "a crane in a wetland"), ("panda.mp4", "a panda in a spacesuit")]
     assert [r["uri"].rsplit("/", 1)[-1] for r in rejects] == ["nocaption.mp4"]  # reported, not dropped
+    assert entry_keys == {}  # entries of their own only for LiFT's inference JSON
     assert detect_source_format(str(fixtures_dir / "lift-demo/test.json")) == "lift-inference"
     assert detect_source_format(manifest) == "manifest"
-    assert prepare_manifest(manifest, "manifest", str(tmp_path / "work")) == (manifest, [])
+    assert prepare_manifest(manifest, "manifest", str(tmp_path / "work")) == (manifest, [], {})
     with pytest.raises(FileNotFoundError):
         detect_source_format(str(tmp_path / "nope.json"))
 

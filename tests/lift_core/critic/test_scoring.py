@@ -86,6 +86,27 @@ def test_probabilities_are_the_label_tokens_at_the_first_answer_position(scorer)
         np.testing.assert_allclose(probs[0, j], expected, atol=1e-5)
 
 
+def test_every_dimension_is_asked_with_the_caption(fixtures_dir):
+    """LiFT's fixed prompt is the caption followed by the question, for all three dimensions (the real
+    annotations hold a caption before every question). So fidelity and motion scores depend on the
+    caption too, and a score can only be reused for the same (video, caption)."""
+    import json
+
+    from lift_core.critic.prompts import build_user_text
+    from lift_core.domain import QUESTIONS, dimension_of_question
+
+    seen = set()
+    for entry in json.loads((fixtures_dir / "annotations/vidgen-data.json").read_text()):
+        human = entry["conversations"][0]["value"]
+        dim = dimension_of_question(human)
+        before = " ".join(human.replace("<video>", " ", 1).split()).split(" ".join(QUESTIONS[dim].split()))[0]
+        assert len(before.strip()) > 10, human[:200]  # a caption precedes the question
+        seen.add(dim)
+    assert seen == set(DIMENSIONS)
+    for d in DIMENSIONS:
+        assert build_user_text("a red ball", d) == f"a red ball {QUESTIONS[d]}"
+
+
 def test_rows_rewards_and_rationales(scorer):
     videos = random_videos(2, seed=1)
     meta = [{"video_id": f"v{i}", "uri": f"u{i}", "caption": c, "source": "generated"} for i, c in enumerate(CAPTIONS[:2])]
@@ -220,7 +241,7 @@ def test_run_score_stage_quarantines_summarises_and_resumes(ray_session, tmp_pat
     calls = []
     res = run_score(cfg, [manifest], [frames], adapter, progress=lambda f, m: calls.append((f, m)))
     assert res.stage == "score" and set(res.outputs) == {"scores", "quarantine"}
-    assert res.counts == {"videos": 7, "scored": 5, "resumed": 0, "quarantined": 2, "rows": 5}
+    assert res.counts == {"videos": 7, "pairs": 7, "scored": 5, "resumed": 0, "quarantined": 2, "rows": 5}
     quarantine = {q["video_id"]: q for q in pq.read_table(res.outputs["quarantine"]).to_pylist()}
     assert set(quarantine) == {"vid005", "vid006"} and {q["stage"] for q in quarantine.values()} == {"score"}
     assert "no decoded frames" in quarantine["vid005"]["error"]
@@ -244,3 +265,42 @@ def test_run_score_stage_quarantines_summarises_and_resumes(ray_session, tmp_pat
     only = score_manifests(pipeline_config(tmp_path, base, sources=["generated"]), [manifest], [frames], adapter,
                            res.outputs["scores"])
     assert only["counts"]["videos"] == 3 and only["counts"]["resumed"] == 2
+
+
+def test_one_video_with_two_captions_is_scored_per_caption(ray_session, tmp_path, tiny_critic, scorer):
+    """A video listed under two captions: decoded once, scored twice, each row exactly what the critic
+    says for that (video, caption), all three dimensions included (every prompt holds the caption)."""
+    from lift_core.critic.score_stage import score_manifests
+    from lift_core.schemas import caption_id
+
+    base, adapter = tiny_critic
+    _, frames = write_inputs(tmp_path, 2, extra_without_frames=0)
+    videos = random_videos(2, seed=7)  # what write_inputs stored
+    listed = [("vid000", CAPTIONS[0]), ("vid000", CAPTIONS[1]), ("vid001", CAPTIONS[2]), ("vid000", f" {CAPTIONS[0]}  ")]
+    manifest = str(tmp_path / "two-captions.parquet")
+    storage.write_table(manifest, rows_to_table(
+        [{"video_id": v, "uri": f"/videos/{v}.mp4", "caption": c, "source": "generated", "split": "test"}
+         for v, c in listed], MANIFEST_SCHEMA))
+    out = str(tmp_path / "scores.parquet")
+    res = score_manifests(pipeline_config(tmp_path, base), [manifest], [frames], adapter, out, model=base)
+    # The last entry makes the same prompt as the first (whitespace): one pair, not a second score.
+    assert res["counts"] == {"videos": 2, "pairs": 3, "scored": 3, "resumed": 0, "quarantined": 0, "rows": 3}
+    rows = {(r["video_id"], r["caption_id"]): r for r in pq.read_table(out).to_pylist()}
+    assert len(rows) == 3
+    for vid, cap in listed[:3]:
+        r = rows[(vid, caption_id(cap))]
+        assert r["caption"] == cap
+        alone, _ = scorer.score([videos[int(vid[-1])]], [cap], rationale=False)
+        for j, d in enumerate(DIMENSIONS):
+            got = [r[f"p_good_{d}"], r[f"p_normal_{d}"], r[f"p_bad_{d}"]]
+            np.testing.assert_allclose(got, alone[0, j], atol=1e-4)
+    a, b = rows[("vid000", caption_id(CAPTIONS[0]))], rows[("vid000", caption_id(CAPTIONS[1]))]
+    assert abs(a["p_good_semantic"] - b["p_good_semantic"]) > 1e-6  # not the first caption's scores
+
+    # A third caption for the same video later: only that pair is scored.
+    more = str(tmp_path / "more.parquet")
+    storage.write_table(more, rows_to_table(
+        [{"video_id": "vid000", "uri": "/videos/vid000.mp4", "caption": "a green triangle", "source": "generated",
+          "split": "test"}], MANIFEST_SCHEMA))
+    again = score_manifests(pipeline_config(tmp_path, base), [manifest, more], [frames], adapter, out, model=base)
+    assert (again["counts"]["scored"], again["counts"]["resumed"], again["counts"]["rows"]) == (1, 3, 4)

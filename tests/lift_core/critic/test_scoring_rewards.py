@@ -20,7 +20,7 @@ from lift_core.critic.scoring import (
     lift_critic_output,
     rows_to_scores_table,
 )
-from lift_core.schemas import SCORES_SCHEMA
+from lift_core.schemas import SCORES_SCHEMA, caption_id
 
 MAPPING = RewardMapping.from_config(CriticConfig(), ScoreConfig())
 
@@ -62,6 +62,7 @@ def test_rows_carry_both_rewards_per_the_contract():
     assert r["reward"] == pytest.approx(np.mean([0.8, 0.25, 0.45]))
     assert r["reward_lift"] == pytest.approx((0.9 + 0.05 + 0.2) / 3)  # LiFT: Good 0.9, Bad 0.05, Normal 0.2
     assert r["reason_fidelity"] == "blurry" and r["critic_id"] == "critic123"
+    assert r["caption_id"] == caption_id("a cat")  # the key of the row is (video_id, caption_id, critic_id)
     table = rows_to_scores_table(rows)
     assert table.schema == SCORES_SCHEMA and table.num_rows == 1
 
@@ -98,12 +99,30 @@ def test_lift_json_matches_lift_critic_output_format(fixtures_dir):
              "caption": e["caption"], "source": "lift-inference"} for e in entries]
     reasons = [["Basically correct.", "Eyes missing.", "No obvious problems."], ["No spacesuit.", "Limbs.", "Slight."]]
     rows = assemble_rows(meta, probs, reasons, MAPPING, "c", ts)
-    items, missing = lift_critic_output(rows[::-1], entries, root)
+    keys = {i: (m["video_id"], caption_id(m["caption"])) for i, m in enumerate(meta)}
+    items, missing = lift_critic_output(rows[::-1], entries, keys)
     assert missing == []
     assert [list(i) for i in items] == [list(r) for r in reference]
     assert [i["video_id"] for i in items] == ["demo_0.mp4", "demo_1"]  # LiFT's own ids are kept
     assert items[0]["semantic consistency"] == "Good. Basically correct."
     assert items[1]["motion issues"] == "Normal. Slight."
     # An entry whose video has no score is reported, not dropped silently.
-    items, missing = lift_critic_output(rows[:1], entries, root)
-    assert len(items) == 1 and missing == ["1.mp4"]
+    items, missing = lift_critic_output(rows[:1], entries, keys)
+    assert len(items) == 1 and missing == ["1.mp4 (entry 1)"]
+
+
+def test_lift_json_entries_get_their_own_captions_scores_never_another_entrys(fixtures_dir):
+    """Entries of one video: each takes the row of its own caption; an entry without a key (rejected at
+    ingest) or whose (video, caption) was not scored is missing, even when its video was scored."""
+    root = str(fixtures_dir / "lift-demo")
+    vid = storage.content_id(f"{root}/0.mp4")
+    entries = [{"video": "0.mp4", "caption": "a crane"}, {"video": "0.mp4", "caption": "a panda"},
+               {"video": "0.mp4", "caption": ""}, {"video": "0.mp4", "caption": "a dog"}]
+    probs = np.array([[[0.9, 0.05, 0.05]] * 3, [[0.05, 0.05, 0.9]] * 3])
+    meta = [{"video_id": vid, "uri": f"{root}/0.mp4", "caption": c, "source": "lift-inference"}
+            for c in ("a crane", "a panda")]
+    rows = assemble_rows(meta, probs, None, MAPPING, "c", datetime(2025, 1, 1, tzinfo=timezone.utc))
+    keys = {0: (vid, caption_id("a crane")), 1: (vid, caption_id("a panda")), 3: (vid, caption_id("a dog"))}
+    items, missing = lift_critic_output(rows, entries, keys)
+    assert [(i["caption"], i["semantic consistency"]) for i in items] == [("a crane", "Good."), ("a panda", "Bad.")]
+    assert missing == ["0.mp4 (entry 2)", "0.mp4 (entry 3)"]
