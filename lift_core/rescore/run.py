@@ -9,6 +9,10 @@ Which videos are scored:
 - default: videos with no score in the store yet, under any critic (new generations);
 - ``rescore_all``: every video without a score under the *current* critic, so a new critic rescores
   the whole history; old critics' scores stay in the store, each row keyed by its ``critic_id``.
+
+A generated video is scored once per critic, with its own caption (copies of its content without a
+caption of their own borrow one); each score row carries that caption's ``caption_id``, the store's
+key being (``video_id``, ``caption_id``, ``critic_id``) as in the scores contract.
 """
 
 from __future__ import annotations

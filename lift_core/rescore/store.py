@@ -11,9 +11,11 @@ Layout under the store root (any fsspec URI)::
 
 Atomicity: every part is written under a dot-prefixed temporary name and then moved into place
 (``storage.write_table``); readers only read ``part-*.parquet``, so a crashed writer leaves nothing a
-reader sees. Uniqueness on (``video_id``, ``critic_id``): writers hold the per-critic lock and plan
-after acquiring it, and readers deduplicate on read keeping the earliest score. The second rule
-makes the store correct even if two writers ever overlap (a broken stale lock, a manual copy).
+reader sees. A score row is keyed by (``video_id``, ``caption_id``, ``critic_id``), the scores
+contract: every dimension's prompt holds the caption. Writers hold the per-critic lock and plan after
+acquiring it, and readers deduplicate on read keeping the earliest score per key. The second rule
+makes the store correct even if two writers ever overlap (a broken stale lock, a manual copy). Parts
+written before ``caption_id`` was in the contract read with it derived from ``caption``.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lift_core import storage
-from lift_core.schemas import QUARANTINE_SCHEMA, SCORES_SCHEMA
+from lift_core.schemas import QUARANTINE_SCHEMA, SCORE_KEY, SCORES_SCHEMA, caption_id, with_caption_id
 
 PART_PREFIX = "part-"
 PARTITION = "scored_date"
-KEY = ("video_id", "critic_id")
+KEY = SCORE_KEY
+# What a run plans by: each generated video is scored once per critic, with its own caption.
+VIDEO_CRITIC = ("video_id", "critic_id")
 # Quarantine rows of this stage settle their (video_id, critic_id); others (no caption, unreadable
 # file) are retried by the next run.
 SETTLED_QUARANTINE_STAGE = "rescore-decode"
@@ -113,7 +117,13 @@ class ScoresStore:
             return wanted.empty_table()
         tables = []
         for f in files:
-            t = pq.read_table(f, filesystem=self.fs, columns=[c for c in cols if c != PARTITION])
+            pf = pq.ParquetFile(f, filesystem=self.fs)
+            names = set(pf.schema_arrow.names)
+            if "caption_id" in cols and "caption_id" not in names:  # a part from before caption_id
+                read = [c for c in dict.fromkeys([*cols, "caption"]) if c in names]
+                t = with_caption_id(pf.read(columns=read))
+            else:
+                t = pf.read(columns=[c for c in cols if c != PARTITION])
             if PARTITION in cols:  # the partition value lives in the path
                 day = next((s.split("=", 1)[1] for s in f.split("/") if s.startswith(f"{PARTITION}=")), None)
                 t = t.append_column(PARTITION, pa.array([day] * t.num_rows, pa.string()))
@@ -124,7 +134,7 @@ class ScoresStore:
     def read_scores(
         self, columns: Sequence[str] | None = None, critic_id: str | None = None, dedup: bool = True
     ) -> pa.Table:
-        """All score rows (``STORE_SCHEMA``), one per (video_id, critic_id) unless ``dedup=False``."""
+        """All score rows (``STORE_SCHEMA``), one per (video_id, caption_id, critic_id) unless ``dedup=False``."""
         cols = list(columns) if columns is not None else STORE_SCHEMA.names
         need = list(dict.fromkeys([*cols, *KEY, "scored_at"])) if dedup else cols
         schema = STORE_SCHEMA.append(pa.field(PARTITION, pa.string()))
@@ -140,10 +150,10 @@ class ScoresStore:
 
     def scored_pairs(self) -> set[tuple[str, str]]:
         """(video_id, critic_id) pairs that are settled: scored, or quarantined for their content."""
-        t = self._read(self.scores_uri, STORE_SCHEMA, list(KEY))
+        t = self._read(self.scores_uri, STORE_SCHEMA, list(VIDEO_CRITIC))
         pairs = set(zip(t.column("video_id").to_pylist(), t.column("critic_id").to_pylist()))
-        q = self.read_quarantine([*KEY, "stage"])
-        for vid, cid, stage in zip(*(q.column(c).to_pylist() for c in (*KEY, "stage"))):
+        q = self.read_quarantine([*VIDEO_CRITIC, "stage"])
+        for vid, cid, stage in zip(*(q.column(c).to_pylist() for c in (*VIDEO_CRITIC, "stage"))):
             if stage == SETTLED_QUARANTINE_STAGE and vid is not None and cid is not None:
                 pairs.add((vid, cid))  # its content does not decode: retrying cannot help
         return pairs
@@ -159,8 +169,10 @@ class ScoresStore:
         """Commit one part of score rows; returns its URI (None when there are no rows)."""
         if not rows:
             return None
+        defaults = {"run_id": run_id}
         table = pa.Table.from_pylist(
-            [{f.name: r.get(f.name, run_id if f.name == "run_id" else None) for f in STORE_SCHEMA} for r in rows],
+            [{f.name: r.get(f.name, defaults.get(f.name)) for f in STORE_SCHEMA}
+             | {"caption_id": r.get("caption_id") or caption_id(r.get("caption"))} for r in rows],
             schema=STORE_SCHEMA,
         )
         scored_at = rows[0].get("scored_at")

@@ -9,12 +9,18 @@ from datetime import datetime, timedelta, timezone
 
 import pyarrow.parquet as pq
 
-from lift_core.rescore.store import SETTLED_QUARANTINE_STAGE, STORE_SCHEMA, ScoresStore, dedup_earliest
-from lift_core.schemas import SCORES_SCHEMA
+from lift_core import storage
+from lift_core.rescore.store import (
+    SETTLED_QUARANTINE_STAGE,
+    STORE_SCHEMA,
+    ScoresStore,
+    dedup_earliest,
+)
+from lift_core.schemas import SCORES_SCHEMA, caption_id
 
 
-def _row(vid: str, cid: str, reward: float, at: datetime) -> dict:
-    return {"video_id": vid, "critic_id": cid, "uri": f"/v/{vid}.mp4", "caption": "c", "source": "generated",
+def _row(vid: str, cid: str, reward: float, at: datetime, caption: str = "c") -> dict:
+    return {"video_id": vid, "critic_id": cid, "uri": f"/v/{vid}.mp4", "caption": caption, "source": "generated",
             "reward": reward, "reward_lift": 0.2, "scored_at": at}
 
 
@@ -48,6 +54,20 @@ def test_dedup_on_read_keeps_the_earliest_score(tmp_path):
     assert rewards[("b", "c1")] == 0.9  # scored at t0+1s: earlier than the 0.2 row at t0+5s
     assert st.read_scores(critic_id="c2").num_rows == 1
     assert dedup_earliest(raw.slice(0, 0)).num_rows == 0
+
+
+def test_rows_are_keyed_by_video_caption_and_critic(tmp_path):
+    """Two captions of one video are two rows; parts written before caption_id read under the derived key."""
+    st = ScoresStore(str(tmp_path / "store"))
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    st.append_scores([_row("a", "c1", 0.1, t0, "a red ball"), _row("a", "c1", 0.2, t0, "a blue cube")], "r1", 1)
+    old = st.append_scores([_row("b", "c1", 0.3, t0)], "r0", 1)
+    storage.write_table(old, pq.read_table(old).drop_columns(["caption_id"]))  # a part of the old contract
+    st.append_scores([_row("b", "c1", 0.9, t0 + timedelta(seconds=1))], "r2", 1)  # a later duplicate of it
+    t = st.read_scores(["video_id", "caption_id", "reward"])
+    assert t.num_rows == 3 and set(zip(*(t.column(c).to_pylist() for c in ("video_id", "caption_id", "reward")))) == {
+        ("a", caption_id("a blue cube"), 0.2), ("a", caption_id("a red ball"), 0.1), ("b", caption_id("c"), 0.3)}
+    assert st.scored_pairs() == {("a", "c1"), ("b", "c1")}  # runs plan per (video, critic)
 
 
 def test_temp_and_foreign_files_are_invisible_and_swept(tmp_path):
