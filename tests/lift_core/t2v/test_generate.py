@@ -50,8 +50,9 @@ def test_generator_generates_through_the_family(t2v_cfg, tiny_t2v, tmp_path, mon
 
     gen = T2VGenerator(tiny_t2v, t2v_cfg.t2v, str(tmp_path))
     t = t2v_cfg.t2v
-    shape = dict(height=t.height, width=t.width, num_frames=t.num_frames, num_inference_steps=t.num_inference_steps,
-                 guidance_scale=t.guidance_scale, max_sequence_length=t.max_sequence_length)
+    shape = {"height": t.height, "width": t.width, "num_frames": t.num_frames,
+             "num_inference_steps": t.num_inference_steps, "guidance_scale": t.guidance_scale,
+             "max_sequence_length": t.max_sequence_length}
     direct = gen.spec.generate(gen.pipe, ["a red ball"], [torch.Generator(device="cpu").manual_seed(11)], **shape)
     calls = []
     family_generate = gen.spec.generate
