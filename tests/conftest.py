@@ -38,6 +38,14 @@ def ray_session():
     yield ray
 
 
+@pytest.fixture(scope="session")
+def ray_address(ray_session) -> str:
+    """The session's Ray as a child driver reaches it (``ray.address`` / ``LIFT_RAY_ADDRESS``): its GCS
+    port on loopback, where the local instance listens."""
+    port = ray_session.get_runtime_context().gcs_address.rsplit(":", 1)[1]
+    return f"127.0.0.1:{port}"
+
+
 @pytest.fixture
 def lift_cli(monkeypatch, capsys):
     """Run ``flows.cli.main`` in this process, as the ``lift`` console script does: ``(exit code, stdout, stderr)``."""

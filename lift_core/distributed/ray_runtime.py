@@ -58,7 +58,11 @@ def ensure_ray(cfg: RayConfig | None = None) -> None:
     kwargs: dict = {"include_dashboard": cfg.include_dashboard, "log_to_driver": True}
     address = cfg.address or os.environ.get("LIFT_RAY_ADDRESS")
     if address:
-        ray.init(address=address, **kwargs)
+        host = address.split("://")[-1].rsplit(":", 1)[0]
+        # A local instance of this machine listens on loopback only: attach as a loopback node too, or
+        # this driver would look for its raylet at the machine's network address and never connect.
+        with loopback_node() if host in (LOOPBACK, "localhost") else contextlib.nullcontext():
+            ray.init(address=address, **kwargs)
         return
     if cfg.num_cpus is not None:
         kwargs["num_cpus"] = cfg.num_cpus

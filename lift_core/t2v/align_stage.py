@@ -22,7 +22,7 @@ import pyarrow as pa
 from lift_core import storage
 from lift_core.config import PipelineConfig
 from lift_core.progress import ProgressFn, resolve
-from lift_core.schemas import QUARANTINE_SCHEMA, quarantine_row, rows_to_table
+from lift_core.schemas import QUARANTINE_SCHEMA, caption_id, quarantine_row, rows_to_table, with_caption_id
 from lift_core.t2v.align import RewardAlignRecipe
 from lift_core.t2v.spec import get_spec
 from lift_core.train import Callback, LoopSettings, fit, latest_checkpoint
@@ -52,25 +52,28 @@ def align_fingerprint(cfg: PipelineConfig) -> str:
 
 
 # --------------------------------------------------------------------------- dataset
-def _latest_scores(scores_uri: str, reward_column: str) -> dict[str, dict[str, Any]]:
-    """video_id -> its newest score row (one critic normally; the newest wins when several scored it)."""
+def _latest_scores(scores_uri: str, reward_column: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """(video_id, caption_id) -> its newest score row (one critic normally; the newest wins when several
+    scored it). A score belongs to a video and a caption: every critic prompt holds the caption."""
     if not storage.exists(scores_uri):
         raise FileNotFoundError(f"scores not found: {scores_uri}")
-    cols = ["video_id", "source", "critic_id", "scored_at", "reward", "reward_lift"]
+    cols = ["video_id", "caption", "source", "critic_id", "scored_at", "reward", "reward_lift"]
     t = storage.read_table(scores_uri)
     missing = set(cols) - set(t.column_names)
     if missing:
         raise ValueError(f"{scores_uri} is not a scores table: missing columns {sorted(missing)}")
-    best: dict[str, dict[str, Any]] = {}
-    for r in t.select(cols).to_pylist():
-        prev = best.get(r["video_id"])
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in with_caption_id(t).select([*cols, "caption_id"]).to_pylist():  # older scores: id from the caption
+        key = (r["video_id"], r["caption_id"])
+        prev = best.get(key)
         if prev is None or (r["scored_at"] is not None and (prev["scored_at"] is None or r["scored_at"] > prev["scored_at"])):
-            best[r["video_id"]] = r
+            best[key] = r
     return best
 
 
-def _manifest_index(manifest_uris: list[str]) -> dict[str, dict[str, Any]]:
-    index: dict[str, dict[str, Any]] = {}
+def _manifest_index(manifest_uris: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(video_id, caption_id) -> the manifests' first row of that video and caption."""
+    index: dict[tuple[str, str], dict[str, Any]] = {}
     for uri in manifest_uris:
         if not storage.exists(uri):
             raise FileNotFoundError(f"manifest not found: {uri}")
@@ -79,7 +82,7 @@ def _manifest_index(manifest_uris: list[str]) -> dict[str, dict[str, Any]]:
         if missing:
             raise ValueError(f"{uri} is not a manifest: missing columns {sorted(missing)}")
         for r in t.select(["video_id", "uri", "caption", "source"]).to_pylist():
-            index.setdefault(r["video_id"], r)
+            index.setdefault((r["video_id"], caption_id(r["caption"])), r)
     return index
 
 
@@ -93,11 +96,11 @@ def build_dataset(
     sources = {"generated"} | ({a.real_source} if a.use_real else set())
     samples, quarantine = [], []
     counts = {"scored": len(scores), "other_sources": 0, "below_min_reward": 0}
-    for vid in sorted(scores):
-        s = scores[vid]
-        m = manifest.get(vid)
+    for key in sorted(scores):
+        s, vid = scores[key], key[0]
+        m = manifest.get(key)
         if m is None:
-            quarantine.append(quarantine_row(None, "align", "scored video is in none of the manifests", vid))
+            quarantine.append(quarantine_row(None, "align", "scored (video, caption) is in none of the manifests", vid))
             continue
         if m["source"] not in sources:
             counts["other_sources"] += 1

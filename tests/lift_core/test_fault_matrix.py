@@ -81,16 +81,14 @@ def _partial_outputs(stage_root: Path) -> list[Path]:
             and p.suffix in (".parquet", ".mp4", ".safetensors")]
 
 
-def _kill_mid_stage(stage: str, run_root: Path, a: dict) -> int:
+def _kill_mid_stage(stage: str, run_root: Path, a: dict, ray_address: str) -> int:
     """Start the stage in a child driver; SIGKILL it once it has written a partial output. Returns how many
     partial outputs it had left."""
     code = ("import json, sys\nfrom lift_core.config import PipelineConfig\n"
             "cfg = PipelineConfig.model_validate(json.loads(sys.argv[1]))\n"
             "a = json.loads(sys.argv[2])\n" + CALLS[stage] + "\n")
     cfg = _config(run_root, a["root"] / "models")
-    import ray
-
-    env = {**os.environ, "LIFT_RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    env = {**os.environ, "LIFT_RAY_ADDRESS": ray_address}
     args = json.dumps({k: str(v) for k, v in a.items()})
     proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(cfg.model_dump(mode="json")), args],
                             cwd=REPO, env=env, start_new_session=True,
@@ -128,11 +126,11 @@ def _frames_rows(frames_uri: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("stage", ["decode", "score", "generate"])
-def test_sigkill_mid_stage_then_rerun_gives_the_uninterrupted_outputs(stage, inputs, tmp_path):
+def test_sigkill_mid_stage_then_rerun_gives_the_uninterrupted_outputs(stage, inputs, tmp_path, ray_address):
     a = inputs
     reference = _run_in_process(stage, _config(tmp_path / "reference", a["root"] / "models"), a)
     crashed_root = tmp_path / "crashed"
-    assert _kill_mid_stage(stage, crashed_root, a) >= 1
+    assert _kill_mid_stage(stage, crashed_root, a, ray_address) >= 1
     resumed = _run_in_process(stage, _config(crashed_root, a["root"] / "models"), a)
     assert resumed.key == reference.key
 

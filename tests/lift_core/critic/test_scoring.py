@@ -198,16 +198,15 @@ CHILD = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_killed_run_restarts_and_scores_every_video_exactly_once(ray_session, tmp_path, tiny_critic):
+def test_killed_run_restarts_and_scores_every_video_exactly_once(ray_session, ray_address, tmp_path, tiny_critic):
     from lift_core.critic.score_stage import score_manifests
     from lift_core.distributed.scoring_pool import shards_dir_for
 
     base, adapter = tiny_critic
     manifest, frames = write_inputs(tmp_path, 7, extra_without_frames=0)
     out = str(tmp_path / "scores.parquet")
-    address = ray_session.get_runtime_context().gcs_address
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, address, str(tmp_path), manifest, frames, adapter, base, out],
+        [sys.executable, "-c", CHILD, ray_address, str(tmp_path), manifest, frames, adapter, base, out],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
     )
     try:

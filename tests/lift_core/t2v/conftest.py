@@ -120,6 +120,12 @@ def score_rows(manifest_rows: list[dict], rewards: list[float], critic_id: str =
 
 
 @pytest.fixture(scope="session")
+def make_score_rows():
+    """``make_score_rows(manifest_rows, rewards)``: score rows as the score stage writes them."""
+    return score_rows
+
+
+@pytest.fixture(scope="session")
 def scores_uri(t2v_root, generated, real_manifest) -> str:
     gen = storage.read_table(generated.outputs["generated"]).to_pylist()
     real = storage.read_table(real_manifest).to_pylist()

@@ -116,3 +116,21 @@ def test_align_refuses_uneven_batches_and_empty_data(t2v_cfg, scores_uri, genera
     missing = str(t2v_root / "no-scores.parquet")
     with pytest.raises(FileNotFoundError):
         run_align(t2v_cfg, missing, [real_manifest])
+
+
+def test_one_video_under_two_captions_is_two_samples_with_their_own_rewards(t2v_cfg, real_manifest, t2v_root,
+                                                                           make_score_rows):
+    """Issue 18: a score belongs to (video, caption); the same video scored under two captions trains twice,
+    each caption with its own reward, never one caption's reward for both."""
+    from lift_core.schemas import MANIFEST_SCHEMA
+
+    real = storage.read_table(real_manifest).to_pylist()[:1]
+    other = {**real[0], "caption": "the same video, described otherwise"}
+    manifest = str(t2v_root / "two-captions.parquet")
+    storage.write_table(manifest, rows_to_table(real + [other], MANIFEST_SCHEMA))
+    scores = str(t2v_root / "two-captions-scores.parquet")
+    storage.write_table(scores, rows_to_table(make_score_rows(real + [other], [0.9, 0.3]), SCORES_SCHEMA))
+    samples, quarantine, _ = build_dataset(t2v_cfg, scores, [manifest])
+    assert not quarantine
+    assert sorted((s["caption"], s["reward"]) for s in samples) == [
+        ("a real video", 0.9), ("the same video, described otherwise", 0.3)]
