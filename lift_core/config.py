@@ -38,6 +38,9 @@ class RayConfig(Section):
     num_gpus: int | None = None
     object_store_memory: int | None = None
     include_dashboard: bool = False
+    # Where Ray Train keeps its run state (RunConfig.storage_path): every node must reach it on a real
+    # cluster (an NFS path or s3://...). None: the local temp dir, which one machine shares.
+    storage_path: str | None = None
 
 
 class PrefectConfig(Section):

@@ -45,6 +45,7 @@ def _step_of(path: str) -> int:
 def _step_dirs(out_uri: str) -> tuple[Any, list[str]]:
     """(filesystem, checkpoint folders newest first)."""
     fs, path = storage.fs_and_path(checkpoints_dir(out_uri))
+    fs.invalidate_cache(path)  # s3fs caches listings: workers wrote and pruned checkpoints since
     if not fs.exists(path):
         return fs, []
     dirs = [e.rstrip("/") for e in fs.ls(path, detail=False) if e.rstrip("/").rsplit("/", 1)[-1].startswith("step-")]

@@ -323,7 +323,8 @@ def fit(recipe: Recipe, cfg: PipelineConfig, settings: LoopSettings, config: dic
         scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
                                      resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
-        run_config=RunConfig(name=run_name, storage_path=os.path.join(tempfile.gettempdir(), "lift-ray-train"),
+        run_config=RunConfig(name=run_name,
+                             storage_path=cfg.ray.storage_path or os.path.join(tempfile.gettempdir(), "lift-ray-train"),
                              failure_config=FailureConfig(max_failures=settings.max_failures)),
     )
     try:

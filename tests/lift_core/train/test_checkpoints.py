@@ -100,3 +100,26 @@ def test_no_pickle_runs_from_a_checkpoint(trained):
     with pytest.raises(CorruptCheckpoint, match="optimizer.pt cannot be loaded safely"):
         read_checkpoint(str(ck))
     assert not os.path.exists("/tmp/lift-pwned")
+
+
+def test_the_newest_checkpoint_on_s3_is_seen_after_another_process_wrote_it(moto_endpoint, monkeypatch, tmp_path,
+                                                                           Regression, loop_config):
+    """s3fs caches folder listings per process: the driver must still see checkpoints that the Ray Train
+    workers wrote (and pruned) after it last looked."""
+    import urllib.request
+
+    import fsspec
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=30)
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"client_kwargs": {"endpoint_url": moto_endpoint}})
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir("lift")
+    out = "s3://lift/run/train"
+    run_worker(Regression(), loop_config(tmp_path, max_steps=2) | {"out_uri": out})
+    assert latest_checkpoint(out)[0] == 2  # this process has now listed (and cached) the folder
+    other = fsspec.filesystem("s3", skip_instance_cache=True)  # another process: its own listing cache
+    for name in other.ls("lift/run/train/checkpoints/step-000002"):
+        other.copy(name, name.replace("step-000002", "step-000004"))
+    assert latest_checkpoint(out)[0] == 4
