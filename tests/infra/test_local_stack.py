@@ -48,7 +48,7 @@ def test_deployment_run_completes_with_every_stage_output(demo_run, local_stack,
     assert expected <= set(found), sorted(expected - set(found))
     assert found["train-critic-progress"]["data"] == 100.0
     report = found["evaluate-report"]["data"]
-    assert report.count("](data:image/png;base64,") == 3  # the three plots travel inside the artifact
+    assert report.count("](data:image/png;base64,") == 4  # the four plots (frames, rewards, dimensions, loss) travel inside the artifact
     metrics_rows = table(found["train-critic-metrics"])
     assert [r["dimension"] for r in metrics_rows] == ["semantic", "fidelity", "motion"]
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["majority_label"] in ("Good", "Normal", "Bad") for r in metrics_rows)

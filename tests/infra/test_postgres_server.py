@@ -74,7 +74,7 @@ def test_deployment_on_a_postgres_backed_server(postgres, demo_run, local_stack,
         assert stack_tools.task_states(env, run_id) == dict.fromkeys(stack_tools.TASKS, "Completed")
         found = stack_tools.artifacts(env, run_id)
         report = found["evaluate-report"]["data"]
-        assert report.startswith("# LiFT evaluation") and report.count("](data:image/png;base64,") == 3
+        assert report.startswith("# LiFT evaluation") and report.count("](data:image/png;base64,") == 4
         assert {"train-critic-metrics", "score-rewards", "evaluate-summary", "lift-full-run"} <= set(found)
     finally:
         local_stack.down(home)

@@ -54,14 +54,14 @@ def test_flow_run_task_runs_and_evaluation_report_are_visible(browser, demo_run,
         page.get_by_text(name, exact=True).first.wait_for()
     page.screenshot(path=str(SHOTS / "prefect-ui-flow-run.png"), full_page=True)
 
-    # The evaluation report artifact, rendered: heading, table and the three embedded plots.
+    # The evaluation report artifact, rendered: heading, table and the four embedded plots.
     report = stack_tools.artifacts(env, run_id)["evaluate-report"]
     page.goto(f"{ui}/artifacts/artifact/{report['id']}", wait_until="networkidle")
     page.get_by_text("LiFT evaluation: base vs aligned").first.wait_for()
     plots = page.locator("img[src^='data:image/png;base64,']")
     plots.first.wait_for()
-    assert plots.count() == 3
-    assert all(plots.nth(i).evaluate("img => img.naturalWidth > 0") for i in range(3))  # decoded, not broken
+    assert plots.count() == 4  # frames side by side, rewards, dimensions, loss
+    assert all(plots.nth(i).evaluate("img => img.naturalWidth > 0") for i in range(4))  # decoded, not broken
     page.screenshot(path=str(SHOTS / "prefect-ui-evaluation-report.png"), full_page=True)
 
     # The run's artifacts tab lists the report among the others.

@@ -43,8 +43,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def multi_node(moto_endpoint):
     """The child's report (and its wall time)."""
+    import urllib.request
+
     import fsspec
 
+    # moto's state is process-wide: start from an empty server, whatever other modules left in it.
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=30)
     fs = fsspec.filesystem("s3", skip_instance_cache=True, endpoint_url=moto_endpoint, key="testing", secret="testing")
     fs.mkdir("lift")
     # Short: Ray's unix sockets live under it (108-byte path limit).
