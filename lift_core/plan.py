@@ -40,17 +40,12 @@ def _training(cfg: PipelineConfig, stage: str, section_name: str, section, examp
     from lift_core.train import LoopSettings
 
     s = LoopSettings.for_stage(section)
-    parts = s.num_workers * s.grad_accum_steps
-    if s.batch_size % parts:
-        fits = [a for a in range(1, s.batch_size + 1) if s.batch_size % (s.num_workers * a) == 0]
-        fix = (f"set {section_name}.train.grad_accum_steps to one of {fits[:6]}" if fits else
-               f"make {section_name}.train.batch_size a multiple of {section_name}.train.num_workers "
-               f"({s.num_workers}) x grad_accum_steps")
-        raise PlanError(f"{section_name}.train.batch_size={s.batch_size} (global) does not split over "
-                        f"{section_name}.train.num_workers={s.num_workers} x {section_name}.train.grad_accum_steps="
-                        f"{s.grad_accum_steps}: {fix}")
+    try:
+        per_device = s.micro_batch(s.num_workers, f"{section_name}.train")
+    except ValueError as err:
+        raise PlanError(str(err)) from None
     epochs = round(s.max_steps * s.batch_size / examples, 2) if examples else None
-    return StagePlan(stage, world_size=s.num_workers, per_device_batch=s.batch_size // parts,
+    return StagePlan(stage, world_size=s.num_workers, per_device_batch=per_device,
                      grad_accum_steps=s.grad_accum_steps, global_batch=s.batch_size, steps=s.max_steps,
                      epochs=epochs, gpus=STAGES[stage].gpus(cfg))
 

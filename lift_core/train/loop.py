@@ -79,11 +79,16 @@ class LoopSettings(TrainConfig):
                    max_failures=section.max_failures, keep_checkpoints=section.keep_checkpoints)
 
     def micro_batch(self, world: int, section: str = "train") -> int:
-        """Samples per worker per micro-batch; raises when the global batch does not split evenly."""
+        """Samples per worker per micro-batch; raises, naming the keys and the fix, when the global batch
+        does not split evenly (``lift plan`` and every training run share this one check)."""
         parts = world * self.grad_accum_steps
         if self.batch_size % parts:
+            fits = [a for a in range(1, self.batch_size + 1) if self.batch_size % (world * a) == 0]
+            fix = (f"set {section}.grad_accum_steps to one of {fits[:6]}" if fits else
+                   f"make {section}.batch_size a multiple of {section}.num_workers ({world}) x grad_accum_steps")
             raise ValueError(f"{section}.batch_size={self.batch_size} (global) must divide evenly over "
-                             f"{world} worker(s) x {section}.grad_accum_steps={self.grad_accum_steps}")
+                             f"{section}.num_workers={world} x {section}.grad_accum_steps={self.grad_accum_steps}: "
+                             f"{fix}")
         return self.batch_size // parts
 
 
