@@ -5,7 +5,7 @@ A backbone is everything specific to one video-VLM family, owned by the model (f
 prompt is rendered with its chat template, how a batch of videos and texts becomes model inputs,
 which token ids the labels start with, how the logits at the first answer position are read and
 how a rationale is generated. ``critic.backbone`` names a registered backbone; the built-in ones
-(``qwen2-vl``, ``qwen2.5-vl``) live in ``lift_core.critic.backbones``. A new family is one module
+(``qwen2-vl``, ``qwen2.5-vl``, ``vila``) live in ``lift_core.critic.backbones``. A new family is one module
 there with a ``CriticBackbone`` subclass and a ``register_backbone`` call; it need not load through
 ``AutoModel`` (the interface only asks for ``load_processor`` and ``load_model``).
 
@@ -46,6 +46,8 @@ class CriticBackbone(ABC):
     name: ClassVar[str]
     # Appended to training answers so that generation learns to stop after the reason.
     end_of_turn: ClassVar[str]
+    # What the template puts between the prompt and the answer's first word (vicuna's "ASSISTANT: ").
+    answer_prefix: ClassVar[str] = ""
 
     # ------------------------------------------------------------------ loading
     @abstractmethod
@@ -55,6 +57,12 @@ class CriticBackbone(ABC):
     @abstractmethod
     def load_model(self, model: str, device: Any, dtype: Any) -> Any:
         """The model WITH its language-model head on ``device``; raises when ``model`` is another family."""
+
+    def load_adapter(self, model: Any, adapter: str, device: Any, is_trainable: bool) -> Any:
+        """``model`` with the PEFT adapter dir ``adapter`` on top (a family may load its own format)."""
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable).to(device)
 
     # ------------------------------------------------------------------ prompts and batches
     @abstractmethod
@@ -85,7 +93,7 @@ class CriticBackbone(ABC):
         base = tok(prompt, add_special_tokens=False)["input_ids"]
         out: dict[str, int] = {}
         for label in LABELS:
-            ids = tok(prompt + label, add_special_tokens=False)["input_ids"]
+            ids = tok(prompt + self.answer_prefix + label, add_special_tokens=False)["input_ids"]
             if ids[: len(base)] != base or len(ids) == len(base):
                 raise ValueError(f"{self.name}: label {label!r} does not tokenize as a continuation of the prompt")
             out[label] = int(ids[len(base)])
@@ -231,11 +239,9 @@ def load_critic(
     processor = family.load_processor(model)
     net = family.load_model(model, device, resolve_dtype(dtype, device))
     if adapter is not None:
-        from peft import PeftModel
-
         if not os.path.exists(os.path.join(adapter, "adapter_config.json")):
             raise FileNotFoundError(f"not a PEFT adapter dir (no adapter_config.json): {adapter}")
-        net = PeftModel.from_pretrained(net, adapter, is_trainable=is_trainable).to(device)
+        net = family.load_adapter(net, adapter, device, is_trainable)
     if not is_trainable:
         net.eval()
     return LoadedCritic(net, processor, family, family.label_token_ids(processor), device, frame_size)

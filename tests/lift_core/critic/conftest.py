@@ -13,6 +13,7 @@ import pytest
 
 from lift_core import storage
 from lift_core.config import DIMENSIONS, PipelineConfig, TinyCriticConfig, config_from_dict
+from vila_fixtures import tiny_vila  # noqa: F401 - a tiny VILA checkpoint + LiFT adapter (shared with tests/flows)
 
 TINY = {
     "hidden_size": 64,
