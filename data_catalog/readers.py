@@ -222,7 +222,9 @@ def read_alignment(
     """LiFT's alignment input ``[{video, caption, score}]``; ``score`` must be a number in [0, 1].
 
     The score stays on the reader's records (``record["score"]``) but is not a manifest column: the
-    pipeline's own critic rescores every video in the score stage.
+    pipeline's own critic scores every video in the score stage, and the file's score becomes the reward
+    with ``align.reward_source: file`` or ``lift import-scores --format alignment``
+    (``lift_core.critic.import_scores``).
     """
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")

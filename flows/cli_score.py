@@ -5,6 +5,9 @@ SRC is a manifest Parquet, a folder of videos with sidecar captions, or a LiFT i
 score stages of lift-full run on it under ``--work-dir`` (cached and resumable there), with the
 adapter's own base model. The output is a copy of the stage's ``scores.parquet`` or, with
 ``--format lift-json``, LiFT's ``critic_output_*.json`` (the scores Parquet is kept beside it).
+``--critic-backbone vila --critic-base VILA_DIR`` scores with LiFT's released critic (LiFT-Critic LoRA).
+
+``lift import-scores``: LiFT's own JSON rewards (critic outputs, alignment input) as score rows.
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ def prepare_manifest(
 def score(
     videos: str = typer.Option(..., "--videos", help="manifest .parquet, folder of videos + sidecar captions, or LiFT .json"),
     critic: str = typer.Option(..., "--critic", help="critic PEFT adapter dir (its adapter_config.json names the base)"),
+    critic_backbone: Optional[str] = typer.Option(
+        None, "--critic-backbone", help="critic backbone (default: critic.backbone), e.g. vila for LiFT-Critic"),
+    critic_base: Optional[str] = typer.Option(
+        None, "--critic-base", help="base model dir or hub id (default: the adapter's recorded base, else critic.model)"),
     out: str = typer.Option(..., "--out", help="scores.parquet, or the .json to write with --format lift-json"),
     rationale: Optional[bool] = typer.Option(
         None, "--rationale/--no-rationale", help="generate reasons (default: on for lift-json, else score.rationale)"
@@ -99,15 +106,20 @@ def score(
     src = storage.abspath_if_local(videos)
     out = storage.abspath_if_local(out)
     fmt = detect_source_format(src)
-    cfg = load_config(config, overrides)
+    extra = [f"critic.backbone={critic_backbone}"] if critic_backbone else []
+    cfg = load_config(config, [*(overrides or []), *extra])
     critic = storage.abspath_if_local(critic)
     want_reasons = rationale if rationale is not None else (format == "lift-json" or cfg.score.rationale)
-    # Everything in SRC is scored (the pipeline's source filter does not apply here), by the base
-    # model the adapter was trained on.
+    # Everything in SRC is scored (the pipeline's source filter does not apply here), by --critic-base,
+    # else the base model the adapter was trained on, else (LiFT's adapters record none) critic.model.
+    if critic_base:
+        base = storage.abspath_if_local(critic_base) if storage.exists(critic_base) else critic_base
+    else:
+        base = adapter_base_model(critic, default=cfg.critic.model)
     cfg = cfg.model_copy(update={
         "run_root": storage.abspath_if_local(work_dir or cfg.run_root),
         "score": cfg.score.model_copy(update={"sources": None, "rationale": want_reasons}),
-        "critic": cfg.critic.model_copy(update={"model": adapter_base_model(critic), "build_tiny": None}),
+        "critic": cfg.critic.model_copy(update={"model": base, "build_tiny": None}),
     })
 
     manifest, rejects, entry_keys = prepare_manifest(src, fmt, cfg.run_root)
@@ -142,8 +154,35 @@ def score(
     typer.echo(json.dumps(summary, indent=2))
 
 
+def import_scores(
+    file: str = typer.Argument(..., help="LiFT JSON: critic_output_*.json (critic-output) or alignment input (alignment)"),
+    format: str = typer.Option(..., "--format", help="critic-output or alignment"),
+    out: str = typer.Option(..., "--out", help="scores.parquet to write (a manifest and a quarantine go beside it)"),
+    videos_root: Optional[str] = typer.Option(None, "--videos-root", help="where relative video paths resolve "
+                                              "(default: the JSON's folder)"),
+    source: str = typer.Option("generated", "--source", help="the rows' source (align uses generated videos)"),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="pipeline config YAML (critic.label_values, "
+                                         "score.lift_values)"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="config overrides as dotted.key=value"),
+) -> None:
+    """LiFT's own rewards as scores.parquet rows, for `lift align --scores` in place of our critic's."""
+    from lift_core import storage
+    from lift_core.config import load_config
+    from lift_core.critic.import_scores import import_scores as run_import
+
+    cfg = load_config(config, overrides)
+    src = storage.abspath_if_local(file)
+    if not storage.exists(src):
+        raise FileNotFoundError(f"not found: {file}")
+    summary = run_import(format, src, storage.abspath_if_local(out),
+                         videos_root=storage.abspath_if_local(videos_root) if videos_root else None,
+                         source=source, critic=cfg.critic, score=cfg.score)
+    typer.echo(json.dumps(summary, indent=2))
+
+
 def register(app: typer.Typer) -> None:
     app.command("score")(score)
+    app.command("import-scores")(import_scores)
 
 
-__all__ = ["register", "score", "detect_source_format"]
+__all__ = ["register", "score", "import_scores", "detect_source_format"]

@@ -310,6 +310,11 @@ class AlignConfig(Section):
     use_real: bool = True
     real_source: str = "hd-vila"  # manifest source of the real set
     reward_column: Literal["reward", "reward_lift"] = "reward"  # continuous reward or LiFT's discrete mapping
+    # critic: the scores' rewards. file: the rewards of reward_file (a LiFT alignment JSON's `score`, a LiFT
+    # critic_output JSON, or a scores.parquet of `lift import-scores`) where it has the (video, caption);
+    # the critic's elsewhere.
+    reward_source: Literal["critic", "file"] = "critic"
+    reward_file: str | None = None
     # reward: LiFT's reward-weighted likelihood. uniform: the ablation, plain fine-tuning on the same
     # samples (after min_reward) with weight 1, which tells what the reward weights themselves add.
     weighting: Literal["reward", "uniform"] = "reward"
@@ -324,6 +329,13 @@ class AlignConfig(Section):
     cache_num_actors: int = 1
     cache_num_gpus_per_actor: float = 0.0
     cache_num_cpus_per_actor: float = 1.0
+
+
+    @model_validator(mode="after")
+    def _reward_file_given(self) -> "AlignConfig":
+        if self.reward_source == "file" and not self.reward_file:
+            raise ValueError("align.reward_source=file needs align.reward_file (a LiFT JSON or a scores.parquet)")
+        return self
 
 
 class EvaluateConfig(Section):

@@ -88,6 +88,9 @@ def stage_out(cfg: PipelineConfig, manifest_uris: list[str], frames_uris: list[s
         "backbone": cfg.critic.backbone,
         "frame_size": [cfg.decode.height, cfg.decode.width],
     }
+    cfg_uri = storage.join(adapter_uri, "adapter_config.json")
+    if storage.exists(cfg_uri) and not storage.read_json(cfg_uri).get("base_model_name_or_path"):
+        extra["base"] = cfg.critic.model  # LiFT's adapters record no base: critic.model is part of the critic
     key = storage.stage_key("score", upstream, cfg.score.fingerprint(), extra)
     return key, storage.stage_dir(cfg.run_root, "score", key)
 

@@ -129,14 +129,16 @@ def rows_to_scores_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
 
 
 # --------------------------------------------------------------------------- the critic
-def adapter_base_model(adapter_dir: str) -> str:
-    """The base model an adapter was trained on (``base_model_name_or_path`` of adapter_config.json)."""
+def adapter_base_model(adapter_dir: str, default: str | None = None) -> str:
+    """The base model an adapter was trained on (``base_model_name_or_path`` of adapter_config.json);
+    ``default`` when it names none (LiFT's released LiFT-Critic adapters record ``""``)."""
     cfg_uri = storage.join(adapter_dir, "adapter_config.json")
     if not storage.exists(cfg_uri):
         raise FileNotFoundError(f"not a PEFT adapter dir (no adapter_config.json): {adapter_dir}")
-    base = storage.read_json(cfg_uri).get("base_model_name_or_path")
+    base = storage.read_json(cfg_uri).get("base_model_name_or_path") or default
     if not base:
-        raise ValueError(f"{cfg_uri} names no base_model_name_or_path")
+        raise ValueError(f"{cfg_uri} names no base_model_name_or_path: give the base model "
+                         "(--critic-base, or critic.model in the config)")
     return str(base)
 
 

@@ -53,7 +53,7 @@ def resolve_critic(cfg: PipelineConfig, adapter: str | None = None, model: str |
     if not storage.exists(storage.join(adapter, "adapter_config.json")):
         raise FileNotFoundError(f"critic adapter not found (no adapter_config.json): {adapter}")
     local = local_copy(adapter)
-    model = model or base_model_of(cfg, adapter_base_model(local))
+    model = model or base_model_of(cfg, adapter_base_model(local, default=cfg.critic.model))
     return CriticRef(adapter=adapter, model=model, critic_id=critic_id(model, local))
 
 

@@ -4,6 +4,8 @@
    ``uri``), keep generated and real (``align.real_source``) videos, weight each by the critic's reward
    (``align.reward_column``; real videos times ``align.real_scale``; weight 1 with ``align.weighting:
    uniform``, the ablation) and drop rewards under ``align.min_reward``. Problems become quarantine rows.
+   With ``align.reward_source: file``, the rewards of ``align.reward_file`` (LiFT's alignment JSON
+   ``score``, LiFT's critic outputs, or ``lift import-scores`` rows) replace the critic's where present.
 2. ``fill_cache``: every video VAE-encoded once, every caption T5-encoded once (``lift_core.t2v.cache``).
 3. The recipe of ``align.objective`` (``RewardAlignRecipe`` or ``DiffusionDpoRecipe``) in the one
    training loop, resumable under any world size.
@@ -92,6 +94,11 @@ def build_dataset(
     """Training samples (``SAMPLES_SCHEMA`` rows, sorted by video_id), quarantine rows and counts."""
     a = cfg.align
     scores = _latest_scores(scores_uri, a.reward_column)
+    if a.reward_source == "file":  # the file's reward wins where it has the (video, caption)
+        from lift_core.critic.import_scores import file_score_rows
+
+        scores.update({(r["video_id"], caption_id(r["caption"])): r
+                       for r in file_score_rows(a.reward_file, cfg.critic, cfg.score)})
     manifest = _manifest_index(manifest_uris)
     sources = {"generated"} | ({a.real_source} if a.use_real else set())
     samples, quarantine = [], []
@@ -141,7 +148,8 @@ def objective_recipe(cfg: PipelineConfig, samples: list[dict[str, Any]],
 
 def stage_out(cfg: PipelineConfig, scores_uri: str, manifest_uris: list[str]) -> tuple[str, str]:
     """(key, output dir) of the stage for these inputs and this config."""
-    upstream = [storage.fingerprint_uri(u) for u in [scores_uri, *manifest_uris]]
+    files = [cfg.align.reward_file] if cfg.align.reward_source == "file" and cfg.align.reward_file else []
+    upstream = [storage.fingerprint_uri(u) for u in [scores_uri, *manifest_uris, *files]]
     key = storage.stage_key("align", upstream, align_fingerprint(cfg), {"t2v": cfg.t2v.fingerprint()})
     return key, storage.abspath_if_local(storage.stage_dir(cfg.run_root, "align", key))
 
@@ -205,7 +213,7 @@ def run_align(
         **extra,
     }
     run_name = a.train.run_name or f"lift-align-{key}-{uuid.uuid4().hex[:6]}"
-    fit(recipe, cfg, settings, config, out, run_name, what="align")
+    fit(recipe, cfg, settings, config, out, run_name, what="align", progress=lambda f, m: progress(0.1 + 0.9 * f, m))
     result = storage.read_json(storage.join(out, "train_result.json"))
     log_table = storage.read_table(outputs["train_log"])
     counts.update(cache.counts())
