@@ -36,3 +36,17 @@ def publish_run_summary(run: "Stages", flow_name: str) -> None:
                           description=f"{flow_name}: {len(rows)} tasks, {cached} cache hits; run root "
                                       f"{run.cfg.run_root}")
     print(f"{flow_name}: {len(rows)} tasks, {cached} cache hits")
+
+
+def publish_results(run: "Stages", flow_name: str) -> str:
+    """What the run found (``lift_core.results``), read from its stage outputs: the ``<flow>-results``
+    Markdown artifact, with this flow run's UI link; returns the Markdown."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.runtime import flow_run
+
+    from lift_core.results import run_summary, summary_markdown
+
+    markdown = summary_markdown(run_summary([r["out_uri"] for r in run.results.values()], ui_url=flow_run.ui_url))
+    create_markdown_artifact(markdown=markdown, key=f"{flow_name}-results",
+                             description=f"{flow_name}: critic agreement, base vs aligned, report and plots")
+    return markdown

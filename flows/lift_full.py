@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import load_flow_config, publish_run_summary
+from flows.common import load_flow_config, publish_results, publish_run_summary
 from tasks.stages import Stages
 
 
@@ -28,4 +28,5 @@ def lift_full(config: str = "configs/demo.yaml", overrides: list[str] | None = N
     run.evaluate(data["prompts"], critic["outputs"]["adapter"], aligned["outputs"])
 
     publish_run_summary(run, "lift-full")
+    publish_results(run, "lift-full")  # what the run found, read back from its outputs
     return run.results

@@ -103,3 +103,67 @@ def kill_worker_at_step(tmp_path_factory):
         return KillWorkerAtStep(step, str(tmp_path_factory.mktemp("kill") / f"killed-at-step-{step}"))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def finished_stages():
+    """``finished_stages(run_root, critic=True, oracle=True)``: a finished ``train_critic`` and ``evaluate``
+    folder under ``run_root`` (``{"train-critic": dir, "evaluate": dir}``), their outputs written by the
+    real producers: metrics.json by ``agreement_from_predictions`` (3 of 4 held-out labels right per
+    dimension, the majority baseline 2 of 4), eval.json by the evaluation's ``summarize`` over 4 paired
+    prompts (aligned +0.1 on the critic and the pixel oracle), report.md by ``report_markdown``, two plots."""
+    import numpy as np
+
+    from lift_core import storage
+    from lift_core.domain import DIMENSIONS
+    from lift_core.metrics.agreement import agreement_from_predictions
+    from lift_core.metrics.oracle import ATTRIBUTES
+    from lift_core.t2v.evaluate import report_markdown, summarize
+
+    probs = {"Good": (0.8, 0.1, 0.1), "Normal": (0.1, 0.8, 0.1), "Bad": (0.1, 0.1, 0.8)}
+
+    def critic_stage(root: str) -> str:
+        out = storage.stage_dir(root, "train_critic", "ck")
+        truth, guesses = ["Good", "Good", "Bad", "Normal"], ["Good", "Bad", "Bad", "Normal"]
+        preds = [{"video_id": f"v{i}", "split": "test", "dimension": d, "label": t,
+                  **dict(zip(("p_good", "p_normal", "p_bad"), probs[g]))}
+                 for d in DIMENSIONS for i, (t, g) in enumerate(zip(truth, guesses))]
+        train_labels = {d: ["Good", "Good", "Bad"] for d in DIMENSIONS}
+        metrics = {**agreement_from_predictions(preds, "test", train_labels, {"Good": 1.0, "Normal": 0.5, "Bad": 0.0}),
+                   "steps": 2}
+        outputs = {"metrics": storage.join(out, "metrics.json"), "adapter": storage.join(out, "adapter")}
+        storage.write_json(outputs["metrics"], metrics)
+        storage.write_json(storage.join(outputs["adapter"], "adapter_config.json"), {"r": 8})
+        storage.mark_success(storage.StageResult("train_critic", "ck", out, outputs, {"steps": 2}, metrics))
+        return out
+
+    def eval_rows(oracle: bool) -> list[dict]:
+        rng = np.random.default_rng(0)
+        rows = []
+        for p in range(4):
+            for side, lift in (("base", 0.0), ("aligned", 0.1)):
+                r = float(np.clip(0.4 + lift + 0.05 * rng.standard_normal(), 0, 1))
+                rows.append({"tag": side, "prompt_id": f"p{p}", "caption": f"a red circle {p}", "index": 0, "seed": p,
+                             "reward": r, **{f"reward_{d}": r for d in DIMENSIONS}, "flicker": 0.9 + lift / 10,
+                             "oracle": (0.5 + lift) if oracle else None,
+                             **{f"oracle_{a}": (0.5 + lift) if oracle else None for a in ATTRIBUTES}})
+        return rows
+
+    def evaluate_stage(root: str, oracle: bool) -> str:
+        out = storage.stage_dir(root, "evaluate", "ek")
+        summary = summarize(eval_rows(oracle), seed=0)
+        outputs = {name: storage.join(out, f) for name, f in (("eval_json", "eval.json"), ("report_md", "report.md"),
+                                                               ("plots", "plots"))}
+        storage.write_json(outputs["eval_json"], summary)
+        plots = {n: storage.join(outputs["plots"], n) for n in ("reward_hist.png", "dimensions.png")}
+        for uri in plots.values():
+            storage.write_bytes_atomic(uri, b"\x89PNG\r\n\x1a\n")
+        storage.write_bytes_atomic(outputs["report_md"], report_markdown(summary, plots, None).encode())
+        storage.mark_success(storage.StageResult("evaluate", "ek", out, outputs, {"pairs": 4}, summary))
+        return out
+
+    def make(run_root: str, critic: bool = True, oracle: bool = True) -> dict[str, str]:
+        return {**({"train-critic": critic_stage(str(run_root))} if critic else {}),
+                "evaluate": evaluate_stage(str(run_root), oracle)}
+
+    return make
