@@ -24,9 +24,11 @@ What stays the same for every backbone (here, not in the families):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
@@ -62,7 +64,8 @@ class CriticBackbone(ABC):
         """``model`` with the PEFT adapter dir ``adapter`` on top (a family may load its own format)."""
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable).to(device)
+        with peft_probe_quiet():
+            return PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable).to(device)
 
     # ------------------------------------------------------------------ prompts and batches
     @abstractmethod
@@ -123,7 +126,7 @@ class CriticBackbone(ABC):
         from transformers import LogitsProcessorList
 
         tok = processor.tokenizer
-        prompt_len = int(inputs["input_ids"].shape[1])
+        prompt_len = self.generated_offset(inputs)
         out = model.generate(
             **inputs,
             do_sample=False,
@@ -134,6 +137,10 @@ class CriticBackbone(ABC):
             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
         )
         return out.logits[0], tok.batch_decode(out.sequences[:, prompt_len:], skip_special_tokens=True)
+
+    def generated_offset(self, inputs: dict[str, Any]) -> int:
+        """Where the new tokens start in ``generate``'s sequences (0 for a model generating from embeddings)."""
+        return int(inputs["input_ids"].shape[1])
 
     # ------------------------------------------------------------------ tiny model (optional)
     def build_tiny(self, cfg: TinyCriticConfig) -> tuple[Any, Any]:
@@ -245,6 +252,19 @@ def load_critic(
     if not is_trainable:
         net.eval()
     return LoadedCritic(net, processor, family, family.label_token_ids(processor), device, frame_size)
+
+
+@contextlib.contextmanager
+def peft_probe_quiet():
+    """Around peft wrapping a transformers model (``PeftModel``, ``get_peft_model``).
+
+    peft probes ``model.is_gradient_checkpointing``, an alias that transformers (>= 4.57) deprecates with
+    a FutureWarning on every read; the probe is peft's, not ours, and its answer is right either way.
+    Only that message, from transformers' modeling_utils, and only here, is ignored."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
+                                module=r"transformers\.modeling_utils")
+        yield
 
 
 def _checked_videos(videos: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from lift_core.critic.backbone import CriticBackbone, FirstTokenIn, register_backbone
+from lift_core.critic.backbone import CriticBackbone, register_backbone
 from lift_core.critic.prompts import build_user_text
 
 VICUNA_V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -169,34 +169,9 @@ class Vila(CriticBackbone):
             "row_video": torch.tensor(row_video, dtype=torch.long),
         }
 
-    # ------------------------------------------------------------------ forward and generation
-    def answer_logits(self, model: Any, inputs: dict[str, Any]) -> Any:
-        return model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1]
-
-    def generate(
-        self,
-        model: Any,
-        processor: Any,
-        inputs: dict[str, Any],
-        *,
-        first_token_ids: Sequence[int],
-        max_new_tokens: int,
-    ) -> tuple[Any, list[str]]:
-        from transformers import LogitsProcessorList
-
-        tok = processor.tokenizer
-        # From embeddings, generation starts with no ids: the first step is at length 0.
-        out = model.generate(
-            **inputs,
-            do_sample=False,
-            max_new_tokens=max(1, int(max_new_tokens)),
-            logits_processor=LogitsProcessorList([FirstTokenIn(0, first_token_ids)]),
-            output_logits=True,
-            return_dict_in_generate=True,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-        )
-        return out.logits[0], tok.batch_decode(out.sequences, skip_special_tokens=True)
+    # ------------------------------------------------------------------ generation
+    def generated_offset(self, inputs: dict[str, Any]) -> int:
+        return 0  # VilaModel generates from embeddings: its sequences hold the new tokens only
 
 
 register_backbone(Vila())

@@ -233,14 +233,14 @@ def test_unknown_names_fail_at_config_load_with_the_known_ones(registered):
         model_types = ("llava_onevision",)
 
     with pytest.raises(ConfigError, match=r"critic\.backbone.*unknown critic backbone 'llava-onevision'; "
-                                          r"known: \['qwen2-vl', 'qwen2\.5-vl'\]"):
+                                          r"known: \['qwen2-vl', 'qwen2\.5-vl', 'vila'\]"):
         config_from_dict({"critic": {"backbone": "llava-onevision"}})
     registered(LlavaOneVision())
     assert config_from_dict({"critic": {"backbone": "llava-onevision"}}).critic.backbone == "llava-onevision"
     with pytest.raises(ConfigError, match=r"critic backbone 'llava-onevision' cannot build a tiny model; "
                                           r"these can: \['qwen2-vl', 'qwen2\.5-vl'\]"):
         config_from_dict({"critic": {"build_tiny": {"architecture": "llava-onevision"}}})
-    with pytest.raises(ConfigError, match=r"known: \['llava-onevision', 'qwen2-vl', 'qwen2\.5-vl'\]"):
+    with pytest.raises(ConfigError, match=r"known: \['llava-onevision', 'qwen2-vl', 'qwen2\.5-vl', 'vila'\]"):
         config_from_dict({"critic": {"backbone": "qwen3-vl"}})
     with pytest.raises(ConfigError, match=r"t2v\.family.*unknown t2v\.family 'sora'; known: \['cogvideox'\]"):
         config_from_dict({"t2v": {"family": "sora"}})
