@@ -14,7 +14,9 @@ Idempotent: ``up``/``demo`` reuse a healthy server on the port and a live worker
 (killed, machine restarted) is replaced, and flow runs it left ``Running`` are marked ``Crashed``,
 so triggering the deployment again resumes the pipeline from its cache and partial outputs.
 
-Only the standard library is used, so the script runs before anything else is set up.
+``up`` and ``down`` use only the standard library, so they run before anything else is set up;
+``demo`` also reads the run back through ``lift_core`` (installed by then): progress bars from the
+tasks' progress artifacts while it waits, and the results summary when the run ends.
 """
 
 from __future__ import annotations
@@ -320,22 +322,78 @@ def task_runs(env: dict[str, str], run_id: str) -> list[dict[str, Any]]:
     return api(env, "/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [run_id]}}, "sort": "EXPECTED_START_TIME_ASC"})
 
 
+def _lift() -> None:
+    """Make the checkout's packages importable (this script runs from infra/)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+
+
+class TaskProgress:
+    """The flow run's tasks as they go: state changes as lines, and each task's progress artifact
+    (fraction and ``label: message``) through ``lift_core.progress.TerminalProgress``: a bar with count,
+    rate and ETA where stderr is a terminal, plain lines where it is not."""
+
+    def __init__(self, env: dict[str, str], run_id: str, stream: Any = None):
+        _lift()
+        from lift_core.progress import TerminalProgress
+
+        self.env, self.run_id = env, run_id
+        self.out = TerminalProgress("lift-full", stream=stream, emit=lambda line: print(line, flush=True))
+        self.bars: dict[str, Any] = {}
+        self.seen: dict[str, Any] = {}
+
+    def poll(self) -> None:
+        for t in task_runs(self.env, self.run_id):
+            name = t["state"]["name"] if t.get("state") else "?"
+            if self.seen.get(t["id"]) != name:
+                self.seen[t["id"]] = name
+                self.out.write(f"  task {t['name']:<22} {name}")
+        found = api(self.env, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [self.run_id]},
+                                                                  "type": {"any_": ["progress"]}}})
+        for a in found:
+            label, _, message = (a.get("description") or "").partition(": ")
+            if not isinstance(a.get("data"), (int, float)) or self.seen.get(a["id"]) == (a["data"], message):
+                continue
+            self.seen[a["id"]] = (a["data"], message)
+            bar = self.bars.setdefault(a["id"], self.out.for_stage(f"  {label}"))
+            bar(float(a["data"]) / 100.0, message)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
 def wait(env: dict[str, str], run_id: str, timeout: float = 3600.0, echo: bool = False) -> str:
-    """Poll a flow run until it ends; returns its final state type (``TIMEOUT`` when it did not end)."""
+    """Poll a flow run until it ends; returns its final state type (``TIMEOUT`` when it did not end).
+
+    ``echo``: show the tasks' states and progress meanwhile (``TaskProgress``)."""
     deadline = time.monotonic() + timeout
-    seen: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        state = flow_run(env, run_id)["state_type"]
-        if echo:
-            for t in task_runs(env, run_id):
-                name = t["state"]["name"] if t.get("state") else "?"
-                if seen.get(t["id"]) != name:
-                    seen[t["id"]] = name
-                    print(f"  task {t['name']:<22} {name}", flush=True)
-        if state in TERMINAL:
-            return state
-        time.sleep(2.0)
-    return "TIMEOUT"
+    shown = TaskProgress(env, run_id) if echo else None
+    try:
+        while time.monotonic() < deadline:
+            state = flow_run(env, run_id)["state_type"]
+            if shown is not None:
+                shown.poll()
+            if state in TERMINAL:
+                return state
+            time.sleep(2.0)
+        return "TIMEOUT"
+    finally:
+        if shown is not None:
+            shown.close()
+
+
+def results(env: dict[str, str], run_id: str, ui_link: str | None = None, flow_name: str = "lift-full") -> str:
+    """The results summary of a finished run (``lift_core.results``, as the flow's ``<flow>-results``
+    artifact), read from the stage folders its ``<flow>-run`` table lists."""
+    _lift()
+    from lift_core.results import run_summary, summary_text
+
+    found = api(env, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]},
+                                                         "key": {"any_": [f"{flow_name}-run"]}}})
+    data = found[0]["data"] if found else []
+    rows = json.loads(data) if isinstance(data, str) else data
+    return summary_text(run_summary([r["folder"] for r in rows if r.get("folder")], ui_url=ui_link))
 
 
 def run_deployment(env: dict[str, str], name: str = DEPLOYMENT, params: dict[str, Any] | None = None,
@@ -374,6 +432,8 @@ def main() -> None:
     print(f"lift-full flow run {run_id}: {ui}/runs/flow-run/{run_id}", flush=True)
     state = wait(env, run_id, args.timeout, echo=True)
     print(f"lift-full flow run {run_id} finished in state {state}")
+    if state == "COMPLETED":
+        print("\n" + results(env, run_id, f"{ui}/runs/flow-run/{run_id}"), flush=True)
     print(f"Prefect UI: {ui}/runs/flow-run/{run_id}   (the stack keeps running; stop it with `make down`)")
     if state != "COMPLETED":
         raise SystemExit(1)

@@ -10,8 +10,10 @@ import functools
 from typing import Any
 
 from prefect import Task
+from prefect.logging import get_run_logger
 
 from lift_core import storage
+from lift_core.progress import TerminalProgress, tee
 from lift_core.stages import Artifact, get_stage
 from tasks.common import artifact_key, config_of, gpu_slots, progress_artifact, task_options
 
@@ -25,7 +27,9 @@ def run_stage(cfg: dict[str, Any], stage: str, label: str, inputs: dict[str, Any
     """
     declared = get_stage(stage)
     c = config_of(cfg)
-    progress = progress_artifact(label)
+    # The UI's progress artifact, and a bar where this process has a terminal (``lift run``) or throttled
+    # lines in the task's log where it has none (a worker's flow run).
+    progress = tee(progress_artifact(label), TerminalProgress(label, emit=get_run_logger().info))
     with gpu_slots(c, stage):
         try:
             result = declared(c, progress=progress, **inputs)

@@ -85,13 +85,13 @@ class Stages:
                 "frames": frames["outputs"]["frames"]}
 
     def summary_rows(self) -> list[dict[str, Any]]:
-        """One row per task of this run: its stage, state, stage key, main counts and primary output."""
+        """One row per task of this run: its stage, state, stage key, main counts, primary output and folder."""
         rows = []
         for label, result in self.results.items():
             counts = ", ".join(f"{k}={v}" for k, v in sorted(result["counts"].items())[:5])
             primary = next(iter(result["outputs"].values()), "")
             rows.append({"task": label, "stage": self.stage_of[label], "state": self.states.get(label, ""),
-                         "key": result["key"], "counts": counts, "output": primary})
+                         "key": result["key"], "counts": counts, "output": primary, "folder": result["out_uri"]})
         return rows
 
 
@@ -103,5 +103,7 @@ class InlineStages(Stages):
         self.progress = progress
 
     def _run(self, stage: str, label: str, **inputs: Any) -> dict[str, Any]:
-        result = get_stage(stage)(self.cfg, progress=self.progress, **inputs)
+        # A renderer per stage (lift_core.progress.TerminalProgress): its own bar and label.
+        progress = self.progress.for_stage(label) if hasattr(self.progress, "for_stage") else self.progress
+        result = get_stage(stage)(self.cfg, progress=progress, **inputs)
         return self._record(stage, label, result.to_dict())

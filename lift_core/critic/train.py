@@ -117,13 +117,16 @@ def add_lora(model: Any, lora: Any) -> Any:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
+    from lift_core.critic.backbone import peft_probe_quiet
+
     if not lora.target_modules:
         raise ValueError("critic.lora.target_modules is empty")
     config = PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
         modules_to_save=list(lora.modules_to_save) or None, init_lora_weights=True, bias="none",
     )
-    return get_peft_model(model, config)
+    with peft_probe_quiet():
+        return get_peft_model(model, config)
 
 
 def param_groups(model: Any, modules_to_save_lr: float | None, lora_start_step: int = 0) -> list[dict[str, Any]]:

@@ -135,7 +135,7 @@ def run_train_critic(
     run_name = tr.run_name or f"lift-critic-{key}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()
     fit(CriticLoraRecipe(), cfg, plan.config["settings"], {**plan.config, "callbacks": list(callbacks)}, out,
-        run_name, what="critic")
+        run_name, what="critic", progress=lambda f, m: progress(0.05 + 0.85 * f, m))
     train_s = time.perf_counter() - t0
     progress(0.9, "computing agreement with the held-out human labels")
 

@@ -10,6 +10,7 @@ and ``RAY_AUTH_TOKEN`` from ``.env``), and this process must have the same two v
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Iterator
 
@@ -47,6 +48,43 @@ def loopback_node() -> Iterator[None]:
             os.environ[SINGLE_HOST_ENV] = saved_env
 
 
+# Known-harmless lines of Ray, dropped at their logger, by message (logger name -> message prefix):
+KNOWN_NOISE = {
+    # Ray Train (2.5x) starts a PlacementGroupCleaner actor per run. It polls the controller's state through
+    # the State API, which the dashboard serves; without a dashboard (``ray.include_dashboard: false``, the
+    # local default) every poll fails and logs this, every few seconds, into the driver's terminal.
+    # Harmless here: the cleaner only matters when the controller dies while its driver lives on, and a
+    # local instance ends with its driver.
+    "ray.train.v2._internal.execution.controller.placement_group_cleaner":
+        "Failed to query Ray Train Controller actor state",
+    # Ray >= 2.59 turns token authentication on for a new local instance when RAY_AUTH_MODE is unset, and
+    # says so at every start. That is the setting this module documents and wants (a user's RAY_AUTH_MODE
+    # still wins). Setting the variable ourselves is not enough: Ray caches its config at import.
+    "ray._private.authentication.authentication_token_setup":
+        "Token authentication is enabled for this Ray cluster",
+}
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def quiet_known_noise() -> None:
+    """The known-harmless log lines of Ray (``KNOWN_NOISE``), filtered at their logger (idempotent).
+
+    Runs in the driver and, as Ray's ``worker_process_setup_hook``, in every worker process of our jobs
+    (the PlacementGroupCleaner is one of them)."""
+    for name, prefix in KNOWN_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessage) and f.prefix == prefix for f in logger.filters):
+            logger.addFilter(_DropMessage(prefix))
+
+
 def ensure_ray(cfg: RayConfig | None = None) -> None:
     import ray
 
@@ -55,7 +93,9 @@ def ensure_ray(cfg: RayConfig | None = None) -> None:
     cfg = cfg or RayConfig()
     # Ray workers must import our packages: they share the driver's working dir on a local cluster.
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    kwargs: dict = {"include_dashboard": cfg.include_dashboard, "log_to_driver": True}
+    quiet_known_noise()
+    kwargs: dict = {"include_dashboard": cfg.include_dashboard, "log_to_driver": True,
+                    "runtime_env": {"worker_process_setup_hook": f"{__name__}.quiet_known_noise"}}
     address = cfg.address or os.environ.get("LIFT_RAY_ADDRESS")
     if address:
         host = address.split("://")[-1].rsplit(":", 1)[0]
@@ -72,7 +112,8 @@ def ensure_ray(cfg: RayConfig | None = None) -> None:
         kwargs["object_store_memory"] = int(cfg.object_store_memory)
     with loopback_node():
         ray.init(dashboard_host=LOOPBACK, **kwargs)
-    # Quiet the per-dataset progress bars in logs; Prefect artifacts carry progress instead.
+    # Ray Data's per-operator bars off: the stages draw one bar each (lift_core.progress) from the counts
+    # they see arrive, and Prefect artifacts carry the same progress.
     try:
         from ray.data import DataContext
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from lift_core import storage
 from lift_core.config import PipelineConfig
-from lift_core.progress import ProgressFn, resolve
+from lift_core.progress import ProgressFn, count, resolve
 from lift_core.schemas import SCORE_KEY, SCORES_SCHEMA, caption_id, quarantine_row, with_caption_id
 
 SCORED = ("video_id", "caption_id")  # what is scored; with the critic, the key of a score row
@@ -191,7 +191,7 @@ def score_to_shards(
         if good.num_rows:
             storage.write_table(storage.join(shards, shard_name(run, seq)), good.cast(SCORES_SCHEMA))
             written += good.num_rows
-        progress(min((written + len(failed)) / todo.num_rows, 1.0), f"scored {written}/{todo.num_rows} (video, caption) pairs")
+        count(progress, written + len(failed), todo.num_rows, "pairs", f"scored (video, caption), {len(failed)} failed")
     return written, failed
 
 

@@ -297,7 +297,7 @@ def fill_cache(
     progress=None,
 ) -> CacheReport:
     """Encode the (video_id, uri) pairs and captions missing from the cache, on a Ray Data actor pool."""
-    from lift_core.progress import resolve
+    from lift_core.progress import count, resolve
 
     progress = resolve(progress)
     have_latents = TensorCache(ns.latents_uri).keys()
@@ -343,6 +343,8 @@ def fill_cache(
                 report.videos_encoded += 1
             else:
                 report.texts_encoded += 1
+        count(progress, report.videos_encoded + report.texts_encoded + len(report.failed), len(jobs), "encodings",
+              "cache: latents and caption embeddings")
     progress(1.0, f"cache: encoded {report.videos_encoded} videos and {report.texts_encoded} captions")
     return report
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from lift_core import storage
 from lift_core.config import DIMENSIONS, PipelineConfig, T2VConfig
-from lift_core.progress import ProgressFn, resolve
+from lift_core.progress import ProgressFn, count, resolve
 from lift_core.schemas import MANIFEST_SCHEMA
 
 GENERATED_SCHEMA = pa.schema(
@@ -280,7 +280,7 @@ def generate_jobs(
                 continue
             storage.write_table(storage.join(parts, shard_name(run, seq)), batch.cast(GENERATED_SCHEMA))
             written += batch.num_rows
-            progress(min(written / len(todo), 1.0), f"generated {written}/{len(todo)} videos")
+            count(progress, written, len(todo), "videos", "generated")
     table = compact(out_uri, generated_uri)
     return table, written
 

@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from lift_core import storage
 from lift_core.config import PipelineConfig, TrainConfig
+from lift_core.progress import ProgressFn
 from lift_core.train import checkpoints
 from lift_core.train.callbacks import Callback
 from lift_core.train.schedules import make_optimizer, make_scheduler
@@ -319,14 +320,16 @@ def root_cause(err: BaseException) -> BaseException:
 
 
 def fit(recipe: Recipe, cfg: PipelineConfig, settings: LoopSettings, config: dict[str, Any], out_uri: str,
-        run_name: str, what: str) -> None:
+        run_name: str, what: str, progress: ProgressFn | None = None) -> None:
     """Train ``recipe`` on ``settings.num_workers`` Ray Train workers (DDP; gloo on CPU, NCCL on GPUs).
 
     A failed run raises ``TrainingFailed`` naming the root cause and the checkpoint a rerun resumes from;
-    Ray restarts the worker group up to ``settings.max_failures`` times first, each resuming."""
+    Ray restarts the worker group up to ``settings.max_failures`` times first, each resuming.
+    ``progress`` receives the steps done (``lift_core.progress.count``) as the workers finish them."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from lift_core.distributed.progress_relay import StepRelay
     from lift_core.distributed.ray_runtime import ensure_ray
 
     settings.micro_batch(settings.num_workers, config.get("section", "train"))
@@ -334,9 +337,11 @@ def fit(recipe: Recipe, cfg: PipelineConfig, settings: LoopSettings, config: dic
     resources: dict[str, float] = {"CPU": settings.cpus_per_worker}
     if settings.use_gpu:
         resources["GPU"] = 1
+    relay = StepRelay(progress, settings.max_steps, f"{what} training")  # counts steps for the driver's bar
     trainer = TorchTrainer(
         _ray_worker,
-        train_loop_config={**config, "recipe": recipe, "settings": settings, "cfg": cfg.model_dump(mode="json"),
+        train_loop_config={**config, "callbacks": [*(config.get("callbacks") or []), *relay.callbacks],
+                           "recipe": recipe, "settings": settings, "cfg": cfg.model_dump(mode="json"),
                            "out_uri": out_uri},
         scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
                                      resources_per_worker=resources),
@@ -346,7 +351,8 @@ def fit(recipe: Recipe, cfg: PipelineConfig, settings: LoopSettings, config: dic
                              failure_config=FailureConfig(max_failures=settings.max_failures)),
     )
     try:
-        trainer.fit()
+        with relay:
+            trainer.fit()
     except Exception as err:  # Ray wraps worker errors; keep one readable line on top
         cause = storage.resource_error_in(err) or root_cause(err)  # disk full etc.: the path and the cause
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from lift_core import storage
 from lift_core.config import DecodeConfig, PipelineConfig
-from lift_core.progress import ProgressFn, resolve
+from lift_core.progress import ProgressFn, count, resolve
 from lift_core.schemas import QUARANTINE_SCHEMA, quarantine_row, rows_to_table
 from lift_core.video.frames import frames_table, shard_files
 from lift_core.video.io import VideoDecodeError, read_video
@@ -204,7 +204,7 @@ def decode_manifest(
                     bad.append(quarantine_row(str(uri), STAGE, str(err), str(vid)))
                 else:
                     decoded += 1
-            progress(seen / len(todo), f"decoded {decoded}/{len(todo)} ({seen - decoded} failed)")
+            count(progress, seen, len(todo), "videos", f"decoded, {seen - decoded} failed")
     quarantine_uri = storage.join(out_dir, QUARANTINE_FILE)
     storage.write_table(quarantine_uri, rows_to_table(bad, QUARANTINE_SCHEMA))
     counts = {

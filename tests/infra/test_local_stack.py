@@ -44,8 +44,16 @@ def test_deployment_run_completes_with_every_stage_output(demo_run, local_stack,
     expected = {"synth-summary", "ingest-summary", "decode-summary", "decode-generated-summary",
                 "train-critic-summary", "train-critic-metrics", "generate-base-train-summary", "score-summary",
                 "score-rewards", "align-summary", "evaluate-summary", "evaluate-report", "lift-full-run",
-                "decode-progress", "train-critic-progress", "score-progress", "align-progress", "evaluate-progress"}
+                "decode-progress", "train-critic-progress", "score-progress", "align-progress", "evaluate-progress",
+                "lift-full-results"}
     assert expected <= set(found), sorted(expected - set(found))
+    # What the run found, in the UI and in `make demo`'s terminal, from the same stage outputs.
+    results = found["lift-full-results"]["data"]
+    assert "## Critic agreement" in results and "## Base vs aligned" in results and "| critic reward |" in results
+    assert str(outputs["evaluate"] / "report.md") in results and f"/runs/flow-run/{demo_run.flow_run_id}" in results
+    text = local_stack.results(env, demo_run.flow_run_id, "http://ui")
+    assert all(f"\n  {dim} " in text for dim in ("semantic", "fidelity", "motion"))
+    assert str(outputs["evaluate"] / "report.md") in text and str(outputs["evaluate"] / "plots") in text
     assert found["train-critic-progress"]["data"] == 100.0
     report = found["evaluate-report"]["data"]
     assert report.count("](data:image/png;base64,") == 4  # the four plots (frames, rewards, dimensions, loss) travel inside the artifact

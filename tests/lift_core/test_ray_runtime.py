@@ -31,6 +31,12 @@ CHILD = textwrap.dedent(
     def node_ip():
         return ray.util.get_node_ip_address()
 
+    @ray.remote
+    def worker_filters():  # installed by the setup hook, not by importing the module
+        import logging
+        from lift_core.distributed.ray_runtime import KNOWN_NOISE
+        return {name: len(logging.getLogger(name).filters) for name in KNOWN_NOISE}
+
     worker_ip = ray.get(node_ip.remote())  # a worker exists: its ports count too
     listening = []
     me = psutil.Process()
@@ -43,6 +49,7 @@ CHILD = textwrap.dedent(
             pass
     print("RESULT " + json.dumps({"listening": listening, "worker_ip": worker_ip,
                                   "gcs": ray.get_runtime_context().gcs_address,
+                                  "worker_filters": ray.get(worker_filters.remote()),
                                   "env_left": os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}))
     """
 )
@@ -61,3 +68,21 @@ def test_a_local_ray_instance_listens_on_loopback_only():
     assert not exposed, f"listening beyond loopback: {exposed}"
     assert result["worker_ip"] == "127.0.0.1" and result["gcs"].startswith("127.0.0.1:")
     assert result["env_left"] is None  # the switch was for starting Ray only, not left in the environment
+    # Ray's known-harmless lines are filtered in the driver and, through the setup hook, in every worker.
+    assert "Token authentication is enabled" not in child.stderr
+    assert result["worker_filters"] and all(n == 1 for n in result["worker_filters"].values()), result
+
+
+def test_known_noise_filters_drop_only_their_message():
+    import logging
+
+    from lift_core.distributed.ray_runtime import KNOWN_NOISE, quiet_known_noise
+
+    quiet_known_noise()
+    quiet_known_noise()  # idempotent: one filter per logger
+    for name, prefix in KNOWN_NOISE.items():
+        logger = logging.getLogger(name)
+        assert len(logger.filters) == 1
+        noise = logger.makeRecord(name, logging.WARNING, __file__, 1, prefix + ". Continuing.", None, None)
+        other = logger.makeRecord(name, logging.WARNING, __file__, 1, "Failed to clean up placement group", None, None)
+        assert not logger.filter(noise) and logger.filter(other)
