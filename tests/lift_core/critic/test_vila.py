@@ -233,3 +233,22 @@ def test_vila_scores_only(vila):
     with pytest.raises(NotImplementedError, match="scores only"):
         encode_batch(vila, _videos()[:1], CAPTIONS[:1], DIMENSIONS[:1], answers=["Good. fine"])
 
+
+
+def test_the_base_comes_from_the_config_for_score_and_rescore(tiny_vila, tmp_path):
+    """LiFT's adapters record no base: the score stage and rescoring load them on ``critic.model``."""
+    from lift_core.config import config_from_dict
+    from lift_core.critic.backbone import critic_id
+    from lift_core.critic.score_stage import stage_out
+    from lift_core.rescore import resolve_critic
+
+    cfg = config_from_dict({"run_root": str(tmp_path), "critic": {"backbone": "vila", "model": tiny_vila["base"]},
+                            "rescore": {"critic": tiny_vila["adapter"]}})
+    ref = resolve_critic(cfg)
+    assert ref.model == tiny_vila["base"] and ref.critic_id == critic_id(tiny_vila["base"], tiny_vila["adapter"])
+    other = cfg.model_copy(update={"critic": cfg.critic.model_copy(update={"model": str(tmp_path / "other")})})
+    (tmp_path / "m.parquet").write_bytes(b"m")
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "part-0.parquet").write_bytes(b"f")
+    inputs = ([str(tmp_path / "m.parquet")], [str(tmp_path / "frames")], tiny_vila["adapter"])
+    assert stage_out(cfg, *inputs)[0] != stage_out(other, *inputs)[0]
