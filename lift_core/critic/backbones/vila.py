@@ -110,10 +110,12 @@ class Vila(CriticBackbone):
 
         ckpt = VilaCheckpoint.open(model)
         net = VilaModel.from_checkpoint(ckpt, device, dtype)
-        # builder.py resizes the embeddings to the tokenizer after adding <im_patch> (and start/end).
-        size = len(self.load_processor(model).tokenizer)
-        if size > net.llm.get_input_embeddings().weight.shape[0]:
-            net.llm.resize_token_embeddings(size)
+        # builder.py resizes the embeddings to the tokenizer after adding <im_patch> (and start/end);
+        # VILA1.5 adds neither.
+        if ckpt.get("mm_use_im_patch_token", True) or ckpt.get("mm_use_im_start_end"):
+            size = len(self.load_processor(model).tokenizer)
+            if size > net.llm.get_input_embeddings().weight.shape[0]:
+                net.llm.resize_token_embeddings(size)
         return net
 
     def load_adapter(self, model: Any, adapter: str, device: Any, is_trainable: bool) -> Any:
