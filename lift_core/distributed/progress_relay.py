@@ -75,7 +75,10 @@ class StepRelay:
             return
         if value is not None and value != self._last:
             self._last = value
-            count(self.progress, value, self.total, "steps", self.note)
+            try:
+                count(self.progress, value, self.total, "steps", self.note)
+            except Exception as err:  # a broken renderer or artifact API must not end the relay, nor training
+                log.warning("progress report failed (%s: %s)", type(err).__name__, err)
 
     def _pump(self) -> None:
         while not self._stop.wait(self.interval_s):
