@@ -50,7 +50,7 @@ def test_deployment_run_completes_with_every_stage_output(demo_run, local_stack,
     # What the run found, in the UI and in `make demo`'s terminal, from the same stage outputs.
     results = found["lift-full-results"]["data"]
     assert "## Critic agreement" in results and "## Base vs aligned" in results and "| critic reward |" in results
-    assert str(outputs["evaluate"] / "report.md") in results and f"/runs/flow-run/{demo_run.flow_run_id}" in results
+    assert str(outputs["evaluate"] / "report.md") in results and f"flow-run/{demo_run.flow_run_id}" in results
     text = local_stack.results(env, demo_run.flow_run_id, "http://ui")
     assert all(f"\n  {dim} " in text for dim in ("semantic", "fidelity", "motion"))
     assert str(outputs["evaluate"] / "report.md") in text and str(outputs["evaluate"] / "plots") in text
