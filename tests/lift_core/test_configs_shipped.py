@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from lift_core.config import load_config
+from lift_core.plan import format_plan, plan
 from lift_core.train import LoopSettings
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
-PAPER_SCALE = ["lift-cogvideox-2b.yaml", "lift-cogvideox-2b-1gpu.yaml"]
+PAPER_SCALE = ["lift-cogvideox-2b.yaml", "lift-cogvideox-2b-1gpu.yaml", "lift-cogvideox-2b-dpo.yaml"]
 QWEN_LLM_LINEARS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
@@ -81,3 +82,28 @@ def test_lift_cogvideox_2b_is_lifts_alignment():
     assert a.mode == "full" and a.train.lr == 1e-5 and a.train.warmup_steps == 200
     assert (a.train.batch_size, a.train.num_workers, a.train.seed) == (64, 8, 42)
     assert (cfg.critic.train.num_workers, cfg.critic.train.max_steps) == (8, 3325)  # 25 epochs, see the config
+
+
+def test_lift_cogvideox_2b_dpo_is_lifts_recipe_but_for_the_objective():
+    """The DPO profile differs from LiFT's only in ``align`` (and its name and run root), so the two compare
+    objectives on the same data, critic, rewards, generations and evaluation."""
+    lift, dpo = _cfg("lift-cogvideox-2b.yaml"), _cfg("lift-cogvideox-2b-dpo.yaml")
+    assert dpo.run_root != lift.run_root  # its own run root; paths under it aside, the rest is LiFT's
+    on_lifts_root = load_config(CONFIGS[0].parent / "lift-cogvideox-2b-dpo.yaml", [f"run_root={lift.run_root}"])
+    same = lambda cfg: cfg.model_dump(mode="json", exclude={"name", "align"})  # noqa: E731
+    assert same(on_lifts_root) == same(lift)
+    a = dpo.align
+    # Diffusion-DPO train.py --beta_dpo default and launchers/sd15.sh; VideoDPO configs/vc2_dpo/config.yaml.
+    assert a.objective == "dpo" and a.dpo.beta == 5000 and a.dpo.min_gap == 0.1
+    assert a.mode == "lora" and a.lora.r == 128  # the reference is the adapter switched off
+    assert not a.use_real  # pairs are generated videos only
+    assert a.reward_column == lift.align.reward_column == "reward_lift"
+    assert (a.train.batch_size, a.train.num_workers, a.train.seed, a.train.warmup_steps) == (64, 8, 42, 200)
+
+
+def test_lift_plan_shows_the_dpo_profiles_objective():
+    cfg = _cfg("lift-cogvideox-2b-dpo.yaml")
+    rows = {r.stage: r for r in plan(cfg)}
+    assert rows["align"].note == "objective dpo, mode lora"
+    assert rows["align"].row()["per_device_batch"] == 1 and rows["align"].row()["global_batch"] == 64
+    assert "objective dpo" in format_plan(list(rows.values()), cfg)
