@@ -62,9 +62,15 @@ REFERENCE = "reward"  # LiFT's reward-weighted likelihood: what vs_lift compares
 DEFAULT_SEEDS = (0, 1, 2)
 # The cached-rerun benchmark's scales, plus what DPO and the paired statistics need: two videos per
 # prompt (a pair to prefer), every reward gap kept, and two held-out prompts (two bootstrap clusters).
+def replacing(base: list[str], extra: list[str]) -> list[str]:
+    """``base`` overrides with those of ``extra`` put in place of any with the same key."""
+    keys = {o.split("=", 1)[0] for o in extra}
+    return [o for o in base if o.split("=", 1)[0] not in keys] + extra
+
+
 SCALES: dict[str, list[str]] = {
-    "tiny": [*TINY, "generate.videos_per_prompt=2", "align.dpo.min_gap=0.0", "evaluate.max_prompts=2"],
-    "small": [*SMALL, "generate.videos_per_prompt=2"],
+    "tiny": replacing(TINY, ["generate.videos_per_prompt=2", "align.dpo.min_gap=0.0", "evaluate.max_prompts=2"]),
+    "small": replacing(SMALL, ["generate.videos_per_prompt=2"]),
     "demo": [],
 }
 BOOTSTRAP_SEED = 0
@@ -224,6 +230,8 @@ def _ci(ci: Sequence[float] | None, sign: bool = False) -> str:
 
 
 def render_md(result: dict[str, Any]) -> str:
+    from lift_core.stages import md_table
+
     f = result["figures"]
     n = next(iter(result["pooled"].values()), {})
     lines = [
@@ -239,46 +247,42 @@ def render_md(result: dict[str, Any]) -> str:
         "",
         "## Pixel-oracle caption adherence (independent of the critic)",
         "",
-        "| method | base | aligned | aligned - base | 95% CI | win rate | 95% CI |",
-        "|---|---|---|---|---|---|---|",
+        md_table([{"method": m, "base": _f(p["base"]), "aligned": _f(p["aligned"]),
+                   "aligned - base": _f(p["delta"], True), "95% CI": _ci(p["delta_ci"], True),
+                   "win rate": _f(p["win_rate"]), "win rate 95% CI": _ci(p["win_rate_ci"])}
+                  for m, p in result["pooled"].items()]),
     ]
-    for m, p in result["pooled"].items():
-        lines.append(f"| {m} | {_f(p['base'])} | {_f(p['aligned'])} | {_f(p['delta'], True)} | "
-                     f"{_ci(p['delta_ci'], True)} | {_f(p['win_rate'])} | {_ci(p['win_rate_ci'])} |")
     if result["vs_lift"]:
-        lines += ["", f"Against LiFT's reward-weighted arm (same prompt, eval seed and align seed):", "",
-                  "| method | method - reward | 95% CI | win rate over reward | 95% CI |", "|---|---|---|---|---|"]
-        for m, v in result["vs_lift"].items():
-            lines.append(f"| {m} | {_f(v['delta'], True)} | {_ci(v['delta_ci'], True)} | {_f(v['win_rate'])} | "
-                         f"{_ci(v['win_rate_ci'])} |")
+        lines += ["", "Against LiFT's reward-weighted arm (same prompt, eval seed and align seed):", "",
+                  md_table([{"method": m, "method - reward": _f(v["delta"], True), "95% CI": _ci(v["delta_ci"], True),
+                             "win rate over reward": _f(v["win_rate"]), "win rate 95% CI": _ci(v["win_rate_ci"])}
+                            for m, v in result["vs_lift"].items()])]
     rmu = result["reward_minus_uniform"]
     if rmu:
         lines += ["", f"**Reward-weighted - uniform** (LiFT's claim): {_f(rmu['delta'], True)} "
                       f"(95% CI {_ci(rmu['delta_ci'], True)}), win rate {_f(rmu['win_rate'])}."]
     lines += ["", "## Critic reward and flicker", "",
               "The critic is the signal that trained the aligned models: not an independent judge.", "",
-              "| method | reward base | reward aligned | delta | 95% CI | flicker base | flicker aligned | flicker change |",
-              "|---|---|---|---|---|---|---|---|"]
-    for m, c in result["critic"].items():
-        fl = result["flicker"][m]
-        lines.append(f"| {m} | {_f(c['base'])} | {_f(c['aligned'])} | {_f(c['delta'], True)} | {_ci(c['delta_ci'], True)} | "
-                     f"{_f(fl['base'])} | {_f(fl['aligned'])} | {fl['change']:+.2%} |")
-    lines += ["", "## Oracle adherence per attribute (pooled)", "", "| method | attribute | base | aligned | delta |",
-              "|---|---|---|---|---|"]
-    for m, attrs in result["oracle_by_attribute"].items():
-        lines += [f"| {m} | {a} | {_f(v['base'])} | {_f(v['aligned'])} | {_f(v['delta'], True)} |" for a, v in attrs.items()]
-    lines += ["", "## Per alignment seed", "",
-              "| method | seed | oracle base | oracle aligned | oracle delta | oracle win rate | reward delta | flicker change |",
-              "|---|---|---|---|---|---|---|---|"]
-    for m, seeds in result["per_seed"].items():
-        for s, v in seeds.items():
-            lines.append(f"| {m} | {s} | {_f(v['oracle_base'])} | {_f(v['oracle_aligned'])} | "
-                         f"{_f(v['oracle_delta'], True)} | {_f(v['oracle_win_rate'])} | {_f(v['reward_delta'], True)} | "
-                         f"{v['flicker_change']:+.2%} |")
-    lines += ["", "## Runs", "", "| arm | seconds | tasks | cache hits |", "|---|---|---|---|"]
-    for arm in result["timings"]["arms"]:
-        lines.append(f"| {arm['method']} seed {arm['seed']} | {arm['seconds']:.1f} | {arm['tasks']} | {arm['cache_hits']} |")
-    lines += ["", f"Total: {result['timings']['total_seconds']:.1f} s. The base model's evaluation videos are "
+              md_table([{"method": m, "reward base": _f(c["base"]), "reward aligned": _f(c["aligned"]),
+                         "delta": _f(c["delta"], True), "95% CI": _ci(c["delta_ci"], True),
+                         "flicker base": _f(result["flicker"][m]["base"]),
+                         "flicker aligned": _f(result["flicker"][m]["aligned"]),
+                         "flicker change": f"{result['flicker'][m]['change']:+.2%}"}
+                        for m, c in result["critic"].items()]),
+              "", "## Oracle adherence per attribute (pooled)", "",
+              md_table([{"method": m, "attribute": a, "base": _f(v["base"]), "aligned": _f(v["aligned"]),
+                         "delta": _f(v["delta"], True)}
+                        for m, attrs in result["oracle_by_attribute"].items() for a, v in attrs.items()]),
+              "", "## Per alignment seed", "",
+              md_table([{"method": m, "seed": s, "oracle base": _f(v["oracle_base"]),
+                         "oracle aligned": _f(v["oracle_aligned"]), "oracle delta": _f(v["oracle_delta"], True),
+                         "oracle win rate": _f(v["oracle_win_rate"]), "reward delta": _f(v["reward_delta"], True),
+                         "flicker change": f"{v['flicker_change']:+.2%}"}
+                        for m, seeds in result["per_seed"].items() for s, v in seeds.items()]),
+              "", "## Runs", "",
+              md_table([{"arm": f"{t['method']} seed {t['seed']}", "seconds": f"{t['seconds']:.1f}",
+                         "tasks": t["tasks"], "cache hits": t["cache_hits"]} for t in result["timings"]["arms"]]),
+              "", f"Total: {result['timings']['total_seconds']:.1f} s. The base model's evaluation videos are "
                   "regenerated in every arm (the evaluate stage's key holds the adapter); they "
                   + ("score identically in every arm." if result["base_consistent"] else
                      "**do not** score identically in every arm: generation is not deterministic here."),
@@ -350,10 +354,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    fresh = f"(fresh, kept) {work / 'run'}" if args.keep else "(fresh, removed)"
     figures = {"scale": args.scale, "config": CONFIG, "overrides": overrides, "code": version,
-               "run_root": args.run_root or ("(fresh, kept) " + str(work / "run") if args.keep else "(fresh, removed)"),
-               "arm_overrides": {m: METHODS[m] for m in args.methods}, "wall_seconds": round(time.perf_counter() - t0, 2),
-               "bootstrap": "95% percentile interval, 2000 resamples of prompts (lift_core.metrics.paired.bootstrap_ci)"}
+               "run_root": args.run_root or fresh, "arm_overrides": {m: METHODS[m] for m in args.methods},
+               "wall_seconds": round(time.perf_counter() - t0, 2),
+               "bootstrap": "95% percentile interval over 2000 resamples of prompts "
+                            "(lift_core.metrics.paired.bootstrap_ci)"}
     result = build_result(arms, args.seeds, timings, figures, command("alignment_quality.py", argv).strip())
     publish(args.out_dir, result, render_md(result))
     return result

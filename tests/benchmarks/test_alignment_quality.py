@@ -111,10 +111,17 @@ def test_unmatched_pairs_and_inconsistent_bases_are_caught(bench, arms):
     assert bench.base_consistent({**arms, "dpo": {0: arms["dpo"][0], 1: shifted}}, [0, 1]) is False
 
 
+def test_scales_replace_the_cached_rerun_scales_keys(bench):
+    tiny = dict(o.split("=", 1) for o in bench.SCALES["tiny"])
+    assert len(tiny) == len(bench.SCALES["tiny"])  # each key once
+    assert tiny["generate.videos_per_prompt"] == "2" and tiny["evaluate.max_prompts"] == "2"  # DPO pairs, 2 clusters
+    assert tiny["align.train.max_steps"] == "1" and bench.SCALES["demo"] == []
+
+
 def test_run_outputs_reads_the_json_lift_run_prints_last(bench):
     outputs = {"align": {"lora": "/r/align/k/lora"}, "evaluate": {"eval_parquet": "/r/evaluate/k/eval.parquet"}}
-    log = "prefect: starting\n{\n  \"not\": 1\n}\nlift-full: 9 tasks, 8 cache hits\n" + json.dumps(outputs, indent=2) + \
-          "\nshutting down the temporary server\n"
+    log = ("prefect: starting\n{\n  \"not\": 1\n}\nlift-full: 9 tasks, 8 cache hits\n"
+           + json.dumps(outputs, indent=2) + "\nshutting down the temporary server\n")
     assert bench.run_outputs(log) == outputs
     with pytest.raises(ValueError):
         bench.run_outputs("no json here\n")
@@ -162,5 +169,5 @@ def test_main_publishes_the_fixed_keys(bench, arms, tmp_path, monkeypatch):
     assert len({c[2] for c in calls}) == 1  # every arm into one run root
     assert written["timings"]["total_seconds"] == 9.0 and written["ratio"] == pytest.approx(1.25)
     md = (out / "alignment_quality.md").read_text()
-    assert "| reward | 0.5000 | 0.6250 | +0.1250 |" in md and "Reward-weighted - uniform" in md
+    assert "| reward | 0.5000 | 0.6250 | +0.1250 | [" in md and "Reward-weighted - uniform" in md
     assert not list((tmp_path / "work").iterdir())  # the work folder is removed without --keep
