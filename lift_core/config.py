@@ -250,10 +250,27 @@ class TinyT2VConfig(Section):
     seed: int = 0
 
 
+class T2VPretrainConfig(Section):
+    """Pre-training of a ``build_tiny`` T2V on the synthetic world (``lift_core.t2v.pretrain``): the VAE,
+    then the denoiser on its latents. Part of the tiny build's record: a change rebuilds the model."""
+
+    vae: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        max_steps=300, batch_size=8, lr=3e-3, warmup_steps=10, checkpoint_every=100))
+    denoiser: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        max_steps=600, batch_size=16, lr=1e-3, warmup_steps=20, checkpoint_every=200))
+    kl_weight: float = 1e-6  # a nearly plain autoencoder: the latent only has to be smooth enough to sample
+    initial_logvar: float = -6.0  # posterior log-variance at the start (see lift_core.t2v.pretrain)
+    scaling_clips: int = Field(64, ge=2)  # clips that set the VAE's scaling_factor (unit-variance latents)
+    cpus_per_worker: float = 2.0
+    max_failures: int = 0
+    keep_checkpoints: int = 1
+
+
 class T2VConfig(Section):
     model: str = "{run_root}/models/t2v-base"
     family: str = "cogvideox"  # a registered T2V family (lift_core.t2v.spec.SPECS)
     build_tiny: TinyT2VConfig | None = None
+    pretrain: T2VPretrainConfig | None = None  # with build_tiny: pre-train it on the synthetic world
     height: int = 480
     width: int = 720
     num_frames: int = 49  # must be 4k+1

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 from lift_core import storage
-from lift_core.config import PipelineConfig, T2VConfig, TinyT2VConfig
+from lift_core.config import PipelineConfig, SplitConfig, T2VConfig, TinyT2VConfig
 
 log = logging.getLogger("lift.t2v")
 
@@ -129,6 +129,9 @@ def build_tiny_t2v(out_dir: str, tiny: TinyT2VConfig, t2v: T2VConfig) -> str:
     get_spec(t2v.family).check_shape(t2v.height, t2v.width, t2v.num_frames)
     blocks = list(tiny.vae_block_out_channels)
     spatial = 2 ** (len(blocks) - 1)
+    if len(blocks) < 3:  # the first log2(4) = 2 downsampling blocks also halve time
+        raise ValueError(f"t2v.build_tiny.vae_block_out_channels needs at least 3 blocks for CogVideoX's 4x "
+                         f"temporal compression, got {blocks}")
     if t2v.height % (spatial * 2) or t2v.width % (spatial * 2):
         raise ValueError(f"t2v {t2v.height}x{t2v.width} must be a multiple of {spatial * 2} (VAE x patch size)")
     inner = tiny.num_attention_heads * tiny.attention_head_dim
@@ -192,10 +195,35 @@ def build_tiny_t2v(out_dir: str, tiny: TinyT2VConfig, t2v: T2VConfig) -> str:
     return out_dir
 
 
-def build_record(tiny: TinyT2VConfig, t2v: T2VConfig) -> dict:
-    """What decides a tiny build: ``t2v.build_tiny`` and the video and text shapes it was sized for."""
+def build_record(tiny: TinyT2VConfig, t2v: T2VConfig, split: SplitConfig | None = None) -> dict:
+    """What decides a tiny build: ``t2v.build_tiny``, the video and text shapes it was sized for and,
+    when pre-trained, ``t2v.pretrain`` and the held-out split its data leaves out."""
     shape = {k: getattr(t2v, k) for k in ("height", "width", "num_frames", "max_sequence_length")}
-    return {"build_tiny": tiny.model_dump(mode="json"), "shape": shape}
+    record = {"build_tiny": tiny.model_dump(mode="json"), "shape": shape}
+    if t2v.pretrain is not None:
+        record["pretrain"] = t2v.pretrain.model_dump(mode="json")
+        record["heldout_split"] = (split or SplitConfig()).model_dump(mode="json")
+    return record
+
+
+def _decisive(record: dict | None) -> dict | None:
+    """A record without what a build reports about itself (its figures)."""
+    return None if record is None else {k: v for k, v in record.items() if k != "pretrain_figures"}
+
+
+def build_pretrained_tiny_t2v(out_dir: str, cfg: PipelineConfig) -> str:
+    """Build the tiny model, pre-train it (``lift_core.t2v.pretrain``) and publish it at ``out_dir``."""
+    from lift_core.t2v.pretrain import pretrain_tiny_t2v
+
+    record = build_record(cfg.t2v.build_tiny, cfg.t2v, cfg.data.split)
+    with tempfile.TemporaryDirectory(prefix="lift-tiny-t2v-") as tmp:
+        staging = os.path.join(tmp, "model")
+        build_tiny_t2v(staging, cfg.t2v.build_tiny, cfg.t2v)
+        figures = pretrain_tiny_t2v(cfg, staging, record)
+        with open(os.path.join(staging, BUILD_RECORD), "w") as f:
+            json.dump({**record, "pretrain_figures": figures}, f, indent=2, sort_keys=True)
+        _publish_dir(staging, out_dir)
+    return out_dir
 
 
 def built_record(model_dir: str) -> dict | None:
@@ -247,20 +275,24 @@ def ensure_t2v_base(cfg: PipelineConfig) -> str:
         return model
     index = storage.join(model, "model_index.json")
     local = storage.local_path(model)
-    if (cfg.t2v.build_tiny is not None and local is not None and storage.exists(index)
-            and built_record(local) not in (None, build_record(cfg.t2v.build_tiny, cfg.t2v))):
-        # Built earlier from other build_tiny values or shapes: rebuild, or the new values would be ignored.
-        log.info("t2v.build_tiny or the video shape changed since %s was built: rebuilding it", local)
+    wanted = build_record(cfg.t2v.build_tiny, cfg.t2v, cfg.data.split) if cfg.t2v.build_tiny is not None else None
+    if (wanted is not None and local is not None and storage.exists(index)
+            and _decisive(built_record(local)) not in (None, wanted)):
+        # Built earlier from other build_tiny or pre-training values or shapes: rebuild, or the new
+        # values would be ignored.
+        log.info("t2v.build_tiny, t2v.pretrain or the video shape changed since %s was built: rebuilding it", local)
         shutil.rmtree(local)
     if not storage.exists(index):
         if cfg.t2v.build_tiny is None:
             raise FileNotFoundError(f"no diffusers pipeline at t2v.model={model} (model_index.json missing)")
+        build = ((lambda d: build_pretrained_tiny_t2v(d, cfg)) if cfg.t2v.pretrain is not None
+                 else (lambda d: build_tiny_t2v(d, cfg.t2v.build_tiny, cfg.t2v)))
         if local is not None:
             log.info("building the tiny T2V model into %s", local)
-            build_tiny_t2v(local, cfg.t2v.build_tiny, cfg.t2v)
+            build(local)
         else:
             with tempfile.TemporaryDirectory(prefix="lift-tiny-t2v-") as tmp:
-                built = build_tiny_t2v(os.path.join(tmp, "model"), cfg.t2v.build_tiny, cfg.t2v)
+                built = build(os.path.join(tmp, "model"))
                 fs, path = storage.fs_and_path(model)
                 fs.put(built.rstrip("/") + "/", path.rstrip("/"), recursive=True)
     local = storage.local_path(model)
@@ -270,6 +302,7 @@ def ensure_t2v_base(cfg: PipelineConfig) -> str:
 __all__ = [
     "BUILD_RECORD",
     "COGVIDEOX_2B_SCHEDULER",
+    "build_pretrained_tiny_t2v",
     "build_record",
     "built_record",
     "build_tiny_t2v",

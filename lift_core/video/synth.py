@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lift_core import storage
-from lift_core.config import LABELS, PipelineConfig, SyntheticConfig
+from lift_core.config import LABELS, PipelineConfig, SplitConfig, SyntheticConfig
 from lift_core.progress import ProgressFn, resolve
 from lift_core.video.io import encode_mp4
 
@@ -98,6 +98,24 @@ def plural(shape: str, count: str) -> str:
 
 def caption_text(count: str, colour: str, shape: str, direction: str) -> str:
     return f"{count} {colour} {plural(shape, count)} moving {direction}"
+
+
+def combinations() -> list[tuple[str, str, str, str]]:
+    """Every (count, colour, shape, direction) of the grammar, in a fixed order."""
+    return [(c, col, sh, d) for c in COUNTS for col in COLOURS for sh in SHAPES for d in DIRECTIONS]
+
+
+def is_heldout(caption: str, split: SplitConfig) -> bool:
+    """Whether a caption is a held-out evaluation prompt: the ingest stage puts it in the test split
+    (the same salted hash), so no pre-training clip, real video or alignment prompt shows it."""
+    from lift_core.data.ingest import assign_split
+
+    return assign_split(caption, split) == "test"
+
+
+def training_combinations(split: SplitConfig) -> list[tuple[str, str, str, str]]:
+    """The combinations that the world may show in training data (not held out)."""
+    return [c for c in combinations() if not is_heldout(caption_text(*c), split)]
 
 
 def _other(rng: np.random.RandomState, options, current: str) -> str:
@@ -225,14 +243,18 @@ def render(spec: SynthSpec, height: int, width: int, num_frames: int, seed: int)
     return frames
 
 
-def prompt_suite(rng: np.random.RandomState, n: int) -> list[dict[str, Any]]:
-    """``n`` distinct captions of the synthetic grammar in VBench's format (``prompt_en``, ``dimension``, ``prompt_opt``)."""
-    combos = [(c, col, sh, d) for c in COUNTS for col in COLOURS for sh in SHAPES for d in DIRECTIONS]
+def prompt_suite(rng: np.random.RandomState, n: int, split: SplitConfig | None = None) -> list[dict[str, Any]]:
+    """Distinct captions of the synthetic grammar in VBench's format (``prompt_en``, ``dimension``,
+    ``prompt_opt``): ``n`` random ones for generation, then, with ``split``, every held-out one (the
+    evaluation prompts, which ingest puts in the test split), and none of those among the ``n``."""
+    combos = combinations() if split is None else training_combinations(split)
     if n > len(combos):
-        raise ValueError(f"n_prompts={n}: the synthetic grammar has only {len(combos)} distinct captions")
+        raise ValueError(f"n_prompts={n}: the synthetic grammar has only {len(combos)} distinct training captions")
+    chosen = [combos[i] for i in rng.permutation(len(combos))[:n]]
+    if split is not None:
+        chosen += [c for c in combinations() if is_heldout(caption_text(*c), split)]
     out = []
-    for i in rng.permutation(len(combos))[:n]:
-        count, colour, shape, direction = combos[i]
+    for count, colour, shape, direction in chosen:
         caption = caption_text(count, colour, shape, direction)
         # VBench's tags for what these prompts test: colour, object class and, above one, counting.
         tags = ["color", "object_class"] + (["multiple_objects"] if count != "one" else [])
@@ -259,8 +281,10 @@ def _hra_entries(video_rel: str, spec: SynthSpec) -> list[dict[str, Any]]:
     ]
 
 
-def write_synthetic(out: str, cfg: SyntheticConfig) -> dict[str, str]:
-    """Render the rated set, the clean "real" set and the prompt suite under ``out``."""
+def write_synthetic(out: str, cfg: SyntheticConfig, heldout: SplitConfig | None = None) -> dict[str, str]:
+    """Render the rated set, the clean "real" set and the prompt suite under ``out``. With ``heldout``,
+    the real set (training data of alignment) shows no held-out combination, and the prompt suite
+    holds every held-out one besides its ``n_prompts``."""
     rng = np.random.RandomState(cfg.seed)
     # Each dimension's levels are balanced (a third each) and shuffled independently of the others.
     levels = np.stack([rng.permutation(np.arange(cfg.n) % 3) for _ in range(3)], axis=1)
@@ -274,11 +298,13 @@ def write_synthetic(out: str, cfg: SyntheticConfig) -> dict[str, str]:
     real = []
     for i in range(cfg.n_real):
         spec = sample_spec(rng, clean=True)
+        while heldout is not None and is_heldout(spec.caption, heldout):
+            spec = sample_spec(rng, clean=True)
         rel = f"real/real_{i:05d}.mp4"
         frames = render(spec, cfg.height, cfg.width, cfg.num_frames, seed=cfg.seed * 1_000_003 + 500_000 + i)
         storage.write_bytes_atomic(storage.join(out, rel), encode_mp4(frames, cfg.fps))
         real.append({"video_id": f"real_{i:05d}", "video": rel, "caption": spec.caption})
-    prompts = prompt_suite(rng, cfg.n_prompts)
+    prompts = prompt_suite(rng, cfg.n_prompts, heldout)
     outputs = {
         "hra_json": storage.join(out, "lift-hra.json"),
         "real_json": storage.join(out, "hd-vila.json"),
@@ -308,7 +334,7 @@ def stage_out(cfg: PipelineConfig) -> tuple[str, str]:
     syn = cfg.data.synthetic
     if syn is None:
         raise ValueError("data.synthetic is not set in the config")
-    key = storage.stage_key("synth", [], syn.fingerprint())
+    key = storage.stage_key("synth", [], syn.fingerprint(), {"heldout": cfg.data.split.model_dump(mode="json")})
     return key, storage.stage_dir(cfg.run_root, "synth", key)
 
 
@@ -320,11 +346,11 @@ def run_synth(cfg: PipelineConfig, progress: ProgressFn | None = None) -> storag
     if done := storage.load_success(out):
         return done
     progress(0.0, f"rendering {syn.n} rated + {syn.n_real} real videos at {syn.height}x{syn.width}")
-    outputs = write_synthetic(out, syn)
-    counts = {"rated_videos": syn.n, "real_videos": syn.n_real, "prompts": syn.n_prompts}
+    outputs = write_synthetic(out, syn, cfg.data.split)
+    counts = {"rated_videos": syn.n, "real_videos": syn.n_real, "prompts": len(storage.read_json(outputs["prompts_json"]))}
     counts.update(label_counts(outputs["hra_json"]))
     progress(1.0, "synthetic data written")
     return storage.mark_success(storage.StageResult("synth", key, out, outputs, counts))
 
 
-__all__ = ["LABELS", "SynthSpec", "label_counts", "prompt_suite", "render", "run_synth", "sample_spec", "shape_mask", "write_synthetic"]
+__all__ = ["LABELS", "SynthSpec", "combinations", "is_heldout", "training_combinations", "label_counts", "prompt_suite", "render", "run_synth", "sample_spec", "shape_mask", "write_synthetic"]

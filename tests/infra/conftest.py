@@ -36,6 +36,11 @@ TINY = [
     "align.train.max_steps=1", "align.train.batch_size=2", "align.train.checkpoint_every=1",
     "align.train.warmup_steps=0",
     "evaluate.max_prompts=1", "evaluate.videos_per_prompt=1",
+    # Pre-training of the tiny T2V, two steps of each part.
+    "t2v.pretrain.vae.max_steps=2", "t2v.pretrain.vae.batch_size=2", "t2v.pretrain.vae.checkpoint_every=1",
+    "t2v.pretrain.vae.warmup_steps=0", "t2v.pretrain.denoiser.max_steps=2", "t2v.pretrain.denoiser.batch_size=2",
+    "t2v.pretrain.denoiser.checkpoint_every=1", "t2v.pretrain.denoiser.warmup_steps=0",
+    "t2v.pretrain.scaling_clips=2", "t2v.pretrain.cpus_per_worker=1",
 ]
 
 

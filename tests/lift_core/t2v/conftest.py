@@ -34,6 +34,7 @@ def t2v_test_config(run_root: Path, *extra: str) -> PipelineConfig:
         [
             f"run_root={run_root}",
             "t2v.num_inference_steps=2",
+            "t2v.pretrain=null",  # pre-training has its own tests (test_pretrain.py)
             "generate.videos_per_prompt=2",
             "generate.num_cpus_per_actor=0.5",
             "align.train.max_steps=4",

@@ -10,7 +10,7 @@ import json
 
 def _overrides(cfg) -> list[str]:
     return [f"run_root={cfg.run_root}", "t2v.num_inference_steps=2", "generate.videos_per_prompt=2",
-            "generate.num_cpus_per_actor=0.5"]
+            "generate.num_cpus_per_actor=0.5", "t2v.pretrain=null"]
 
 
 def test_lift_generate_finds_the_finished_stage(lift_cli, generated, t2v_cfg, prompts_uri):
