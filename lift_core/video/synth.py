@@ -113,6 +113,11 @@ def is_heldout(caption: str, split: SplitConfig) -> bool:
     return assign_split(caption, split) == "test"
 
 
+def heldout_captions(split: SplitConfig) -> list[str]:
+    """The held-out evaluation captions, in grammar order."""
+    return [caption_text(*c) for c in combinations() if is_heldout(caption_text(*c), split)]
+
+
 def training_combinations(split: SplitConfig) -> list[tuple[str, str, str, str]]:
     """The combinations that the world may show in training data (not held out)."""
     return [c for c in combinations() if not is_heldout(caption_text(*c), split)]
@@ -249,7 +254,8 @@ def prompt_suite(rng: np.random.RandomState, n: int, split: SplitConfig | None =
     evaluation prompts, which ingest puts in the test split), and none of those among the ``n``."""
     combos = combinations() if split is None else training_combinations(split)
     if n > len(combos):
-        raise ValueError(f"n_prompts={n}: the synthetic grammar has only {len(combos)} distinct training captions")
+        outside = "" if split is None else " outside the held-out ones"
+        raise ValueError(f"n_prompts={n}: the synthetic grammar has only {len(combos)} distinct captions{outside}")
     chosen = [combos[i] for i in rng.permutation(len(combos))[:n]]
     if split is not None:
         chosen += [c for c in combinations() if is_heldout(caption_text(*c), split)]
@@ -353,4 +359,4 @@ def run_synth(cfg: PipelineConfig, progress: ProgressFn | None = None) -> storag
     return storage.mark_success(storage.StageResult("synth", key, out, outputs, counts))
 
 
-__all__ = ["LABELS", "SynthSpec", "combinations", "is_heldout", "training_combinations", "label_counts", "prompt_suite", "render", "run_synth", "sample_spec", "shape_mask", "write_synthetic"]
+__all__ = ["LABELS", "SynthSpec", "combinations", "heldout_captions", "is_heldout", "training_combinations", "label_counts", "prompt_suite", "render", "run_synth", "sample_spec", "shape_mask", "write_synthetic"]

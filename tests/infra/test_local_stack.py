@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from lift_core.config import SplitConfig
+from lift_core.video.synth import heldout_captions
+
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
@@ -31,7 +34,7 @@ def test_deployment_run_completes_with_every_stage_output(demo_run, local_stack,
             assert Path(uri).exists(), (task, name, uri)
     assert {p.parent.parent.name for p in root.glob("*/*/_SUCCESS.json")} >= set(tools.STAGES)
     ingest = json.loads((outputs["ingest"] / "_SUCCESS.json").read_text())["counts"]
-    assert ingest["videos_lift-hra"] == 24 and ingest["videos_hd-vila"] == 4 and ingest["prompts"] == 8
+    assert ingest["videos_lift-hra"] == 24 and ingest["videos_hd-vila"] == 4 and ingest["prompts"] == 8 + len(heldout_captions(SplitConfig()))
     decoded = json.loads((outputs["decode"] / "_SUCCESS.json").read_text())["counts"]
     assert decoded["decoded"] == 28 and decoded["quarantined"] == 0
     scores = json.loads((outputs["score"] / "_SUCCESS.json").read_text())["counts"]
