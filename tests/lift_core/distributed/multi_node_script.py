@@ -40,6 +40,10 @@ OBJECT_STORE = 100 * 1024 * 1024
 
 def critic_fixtures():
     """tests/lift_core/critic/conftest.py (tiny critic sizes, rated synthetic videos, the train config)."""
+    if "vila_fixtures" not in sys.modules:  # the conftest imports it by name, as pytest's rootdir import allows
+        vila = importlib.util.spec_from_file_location("vila_fixtures", REPO / "tests/lift_core/critic/vila_fixtures.py")
+        sys.modules["vila_fixtures"] = importlib.util.module_from_spec(vila)
+        vila.loader.exec_module(sys.modules["vila_fixtures"])
     spec = importlib.util.spec_from_file_location("critic_fixtures", REPO / "tests/lift_core/critic/conftest.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
