@@ -75,6 +75,24 @@ def test_the_project_configs_load():
     assert load_config("configs/lift-cogvideox-2b.yaml").data.datasets
 
 
+def test_a_subsection_given_in_part_keeps_its_fields_defaults(tmp_path):
+    """Overriding one key of a sub-section whose defaults are its parent field's (not its class's) keeps
+    the others: before, `t2v.pretrain.denoiser.max_steps=2400` silently reset the batch to TrainConfig's 8."""
+    from lift_core.config import AlignConfig, T2VPretrainConfig, TrainConfig
+
+    cfg = load_config(None, ["t2v.pretrain.vae.max_steps=7", "align.train.max_steps=3"])
+    vae, default_vae = cfg.t2v.pretrain.vae, T2VPretrainConfig().vae
+    assert vae.max_steps == 7 and vae.lr == default_vae.lr != TrainConfig().lr
+    assert vae.checkpoint_every == default_vae.checkpoint_every != TrainConfig().checkpoint_every
+    assert cfg.align.train.max_steps == 3 and cfg.align.train.lr == AlignConfig().train.lr != TrainConfig().lr
+    part = tmp_path / "part.yaml"
+    part.write_text("align:\n  lora: {r: 4}\n")
+    lora = load_config(part).align.lora
+    assert lora.r == 4 and lora.target_modules == AlignConfig().lora.target_modules
+    with pytest.raises(ConfigError, match=r"unknown key 'align.train.lrr'"):
+        load_config(None, ["align.train.lrr=1"])
+
+
 def test_unknown_keys_name_their_dotted_path(config_file, tmp_path):
     with pytest.raises(ConfigError, match=r"invalid config .*run.yaml: unknown key 'critic.train.lrr'"):
         load_config(config_file, ["critic.train.lrr=1"])
