@@ -57,7 +57,13 @@ METHODS: dict[str, list[str]] = {
     "reward": ["align.objective=lift", "align.weighting=reward"],
     "uniform": ["align.objective=lift", "align.weighting=uniform"],
     "dpo": ["align.objective=dpo"],
+    # Opt-in diagnostic, not a method: LiFT's objective with the pixel oracle's adherence of each training
+    # sample as its reward (``align.reward_file``, written from the first arm's align samples). The judge is
+    # then the training signal, so its figures bound what a perfect critic could give; never a result.
+    "oracle_ceiling": ["align.objective=lift", "align.weighting=reward", "align.reward_source=file"],
 }
+DEFAULT_METHODS = ("reward", "uniform", "dpo")
+CEILING = "oracle_ceiling"
 REFERENCE = "reward"  # LiFT's reward-weighted likelihood: what vs_lift compares against
 DEFAULT_SEEDS = (0, 1, 2)
 # The cached-rerun benchmark's scales, plus what DPO and the paired statistics need: two videos per
@@ -81,6 +87,22 @@ def arm_overrides(method: str, seed: int) -> list[str]:
     return [f"align.train.seed={seed}", *METHODS[method]]
 
 
+def oracle_reward_file(samples_parquet: str | Path, out_json: str | Path, height: int, width: int) -> int:
+    """Write LiFT's alignment JSON (``[{video, caption, score}]``) with the pixel oracle's adherence of every
+    align sample (generated and real, read at the T2V's ``height x width`` as the evaluate stage reads its
+    videos) as its score: the ceiling arm's rewards. Returns the row count."""
+    import pyarrow.parquet as pq
+
+    from lift_core.t2v.evaluate import pixel_metrics
+
+    rows = pq.read_table(samples_parquet).to_pylist()
+    metrics = pixel_metrics([r["uri"] for r in rows], [r["caption"] for r in rows], height, width)
+    Path(out_json).write_text(json.dumps(
+        [{"video": r["uri"], "caption": r["caption"], "score": m["oracle"]}
+         for r, m in zip(rows, metrics) if m["oracle"] is not None], indent=1))  # None: not the synthetic world
+    return len(rows)
+
+
 def run_outputs(log_text: str) -> dict[str, dict[str, str]]:
     """``{label: outputs}``: the JSON ``lift run`` prints last (a line ``{`` opens it)."""
     at = log_text.rfind("\n{\n")
@@ -101,7 +123,9 @@ def run_arm(code: Path, run_root: str, overrides: list[str], home: Path, log: Pa
     eval_parquet = Path(outputs["evaluate"]["eval_parquet"])
     if not eval_parquet.is_absolute():
         eval_parquet = code / eval_parquet  # a relative run root resolves against the process's folder
-    return {**timing, "eval_parquet": str(eval_parquet)}
+    samples = Path(outputs["align"]["samples"])
+    return {**timing, "eval_parquet": str(eval_parquet),
+            "align_samples": str(samples if samples.is_absolute() else code / samples)}
 
 
 def read_rows(eval_parquet: str | Path) -> list[dict[str, Any]]:
@@ -252,6 +276,9 @@ def render_md(result: dict[str, Any]) -> str:
                    "win rate": _f(p["win_rate"]), "win rate 95% CI": _ci(p["win_rate_ci"])}
                   for m, p in result["pooled"].items()]),
     ]
+    if CEILING in result["pooled"]:
+        lines += ["", f"`{CEILING}` is a diagnostic, not a method: its reward is the pixel oracle's adherence, so "
+                      "the judge is its training signal. It bounds what a perfect critic could give."]
     if result["vs_lift"]:
         lines += ["", "Against LiFT's reward-weighted arm (same prompt, eval seed and align seed):", "",
                   md_table([{"method": m, "method - reward": _f(v["delta"], True), "95% CI": _ci(v["delta_ci"], True),
@@ -317,7 +344,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="demo (default): configs/demo.yaml unchanged; small: a tenth of its data and steps; "
                         "tiny: every stage at its test size (a smoke run, figures meaningless)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="align.train.seed values")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(DEFAULT_METHODS),
+                   help=f"default: {' '.join(DEFAULT_METHODS)}; add {CEILING} for the diagnostic ceiling "
+                        "(the pixel oracle as the reward)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override on top of the scale, for every arm (repeatable)")
     p.add_argument("--code", choices=("head", "worktree"), default="head",
@@ -338,6 +367,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     home.mkdir(parents=True)
     arms: dict[str, dict[int, list[dict[str, Any]]]] = {m: {} for m in args.methods}
     timings: list[dict[str, Any]] = []
+    samples: str | None = None
     t0 = time.perf_counter()
     try:
         version = snapshot_code(code, args.code)
@@ -348,7 +378,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for method in args.methods:
                 log = work / f"{method}-seed{seed}.log"
                 print(f"alignment_quality: {method}, align seed {seed}", file=sys.stderr, flush=True)
-                arm = run_arm(code, run_root, [*overrides, *arm_overrides(method, seed)], home, log, args.timeout)
+                extra = []
+                if method == CEILING:
+                    rewards = work / "oracle_rewards.json"
+                    if not rewards.exists():  # the align samples are the same in every arm: any earlier one's
+                        if not samples:
+                            raise SystemExit(f"alignment_quality: {CEILING} needs another method before it")
+                        from lift_core.config import load_config
+
+                        t2v = load_config(REPO / CONFIG, overrides).t2v
+                        oracle_reward_file(samples, rewards, t2v.height, t2v.width)
+                    extra = [f"align.reward_file={rewards}"]
+                arm = run_arm(code, run_root, [*overrides, *arm_overrides(method, seed), *extra], home, log,
+                              args.timeout)
+                samples = samples or arm.pop("align_samples", None)
+                arm.pop("align_samples", None)
                 arms[method][seed] = read_rows(arm.pop("eval_parquet"))
                 timings.append({"method": method, "seed": seed, **arm})
     finally:

@@ -171,3 +171,27 @@ def test_main_publishes_the_fixed_keys(bench, arms, tmp_path, monkeypatch):
     md = (out / "alignment_quality.md").read_text()
     assert "| reward | 0.5000 | 0.6250 | +0.1250 | [" in md and "Reward-weighted - uniform" in md
     assert not list((tmp_path / "work").iterdir())  # the work folder is removed without --keep
+
+
+def test_the_ceiling_arm_rewards_each_align_sample_with_its_oracle_adherence(bench, tmp_path):
+    """The opt-in ceiling's reward file: one row per align sample, scored by the oracle from the video's
+    pixels (a caption-true synth render reads 1.0; the same video under a caption wrong in colour and
+    shape reads 0.5), in LiFT's alignment JSON format that `align.reward_source=file` reads."""
+    from lift_core.critic.import_scores import detect_format
+    from lift_core.video.io import encode_mp4
+    from lift_core.video.synth import SynthSpec, render
+
+    spec = SynthSpec("red", "circle", "one", "left", "smooth", "clean", "red", "circle", "one")
+    uri = tmp_path / "v.mp4"
+    uri.write_bytes(encode_mp4(render(spec, 32, 32, 9, seed=3), fps=8))
+    samples = tmp_path / "samples.parquet"
+    pq.write_table(pa.Table.from_pylist([
+        {"video_id": "a", "uri": str(uri), "caption": spec.caption, "source": "hd-vila", "reward": 0.7, "weight": 0.7},
+        {"video_id": "a", "uri": str(uri), "caption": "one blue square moving left", "source": "generated",
+         "reward": 0.7, "weight": 0.7}]), samples)
+    out = tmp_path / "oracle.json"
+    assert bench.oracle_reward_file(samples, out, 32, 32) == 2
+    rows = json.loads(out.read_text())
+    assert [(r["caption"], r["score"]) for r in rows] == [(spec.caption, 1.0), ("one blue square moving left", 0.5)]
+    assert detect_format(str(out)) == "alignment"
+    assert bench.CEILING in bench.METHODS and bench.CEILING not in bench.DEFAULT_METHODS
