@@ -139,8 +139,19 @@ def test_sigkill_mid_stage_then_rerun_gives_the_uninterrupted_outputs(stage, inp
         assert _frames_rows(resumed.outputs["frames"]) == _frames_rows(reference.outputs["frames"])
         assert _rows(resumed.outputs["quarantine"]) == _rows(reference.outputs["quarantine"])
     elif stage == "score":
-        assert _rows(resumed.outputs["scores"], drop=("scored_at",)) == _rows(reference.outputs["scores"],
-                                                                             drop=("scored_at",))
+        # The rerun scores what is left beside other neighbours in a batch (already-scored videos pass the
+        # actors unscored), and CPU kernels sum in an order that depends on the batch's shape: scores may
+        # differ in the last float32 bits. Rows, ids, labels and reasons must be equal; floats to 1e-5.
+        def by_pair(uri: str) -> list[dict]:
+            rows = storage.read_table(uri).drop(["scored_at"]).to_pylist()
+            return sorted(rows, key=lambda r: (r["video_id"], r["caption_id"]))
+
+        resumed_rows, reference_rows = by_pair(resumed.outputs["scores"]), by_pair(reference.outputs["scores"])
+        exact = lambda r: {k: v for k, v in r.items() if not isinstance(v, float)}  # noqa: E731
+        floats = lambda r: {k: v for k, v in r.items() if isinstance(v, float)}  # noqa: E731
+        assert [exact(r) for r in resumed_rows] == [exact(r) for r in reference_rows]
+        for got, want in zip(resumed_rows, reference_rows):
+            assert floats(got) == pytest.approx(floats(want), rel=1e-5, abs=1e-6), got["video_id"]
     else:
         drop = ("uri",)  # under each run's own root; the video_id is the hash of the mp4 bytes
         assert _rows(resumed.outputs["generated"], drop) == _rows(reference.outputs["generated"], drop)
