@@ -90,17 +90,18 @@ def arm_overrides(method: str, seed: int) -> list[str]:
 def oracle_reward_file(samples_parquet: str | Path, out_json: str | Path, height: int, width: int) -> int:
     """Write LiFT's alignment JSON (``[{video, caption, score}]``) with the pixel oracle's adherence of every
     align sample (generated and real, read at the T2V's ``height x width`` as the evaluate stage reads its
-    videos) as its score: the ceiling arm's rewards. Returns the row count."""
+    videos) as its score: the ceiling arm's rewards. Returns the rows written (captions outside the synthetic
+    world have no oracle reading and keep the critic's reward)."""
     import pyarrow.parquet as pq
 
     from lift_core.t2v.evaluate import pixel_metrics
 
     rows = pq.read_table(samples_parquet).to_pylist()
     metrics = pixel_metrics([r["uri"] for r in rows], [r["caption"] for r in rows], height, width)
-    Path(out_json).write_text(json.dumps(
-        [{"video": r["uri"], "caption": r["caption"], "score": m["oracle"]}
-         for r, m in zip(rows, metrics) if m["oracle"] is not None], indent=1))  # None: not the synthetic world
-    return len(rows)
+    scored = [{"video": r["uri"], "caption": r["caption"], "score": m["oracle"]}
+              for r, m in zip(rows, metrics) if m["oracle"] is not None]  # None: not the synthetic world
+    Path(out_json).write_text(json.dumps(scored, indent=1))
+    return len(scored)
 
 
 def run_outputs(log_text: str) -> dict[str, dict[str, str]]:
@@ -391,8 +392,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     extra = [f"align.reward_file={rewards}"]
                 arm = run_arm(code, run_root, [*overrides, *arm_overrides(method, seed), *extra], home, log,
                               args.timeout)
-                samples = samples or arm.pop("align_samples", None)
-                arm.pop("align_samples", None)
+                found = arm.pop("align_samples")
+                samples = samples or found
                 arms[method][seed] = read_rows(arm.pop("eval_parquet"))
                 timings.append({"method": method, "seed": seed, **arm})
     finally:
