@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     extra = [f"align.reward_file={rewards}"]
                 arm = run_arm(code, run_root, [*overrides, *arm_overrides(method, seed), *extra], home, log,
                               args.timeout)
-                found = arm.pop("align_samples")
+                found = arm.pop("align_samples", None)
                 samples = samples or found
                 arms[method][seed] = read_rows(arm.pop("eval_parquet"))
                 timings.append({"method": method, "seed": seed, **arm})
