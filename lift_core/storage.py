@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -500,6 +502,31 @@ def local_path(uri: str) -> str | None:
     """The local filesystem path of ``uri``, or None when it is remote."""
     fs, path = fs_and_path(uri)
     return path if protocol_of(fs) in ("file", "local") else None
+
+
+def local_dir(uri: str, marker: str, cache: str = "lift-models") -> str:
+    """The folder ``uri`` as a local path that ``from_pretrained`` can read: a local folder as it is; a
+    remote one copied once into ``$TMPDIR/<cache>/<hash of uri and fingerprint>`` (new content, new
+    copy). ``marker`` is a file that every complete copy holds; concurrent copiers race safely."""
+    local = local_path(uri)
+    if local is not None:
+        return local
+    dest = os.path.join(tempfile.gettempdir(), cache, hash_parts(uri, fingerprint_uri(uri)))
+    if os.path.exists(os.path.join(dest, marker)):
+        return dest
+    fs, path = fs_and_path(uri)
+    if not fs.exists(f"{path.rstrip('/')}/{marker}"):
+        raise FileNotFoundError(f"{uri} has no {marker}: not a complete model folder")
+    tmp = f"{dest}.tmp-{uuid.uuid4().hex[:8]}"
+    fs.get(path.rstrip("/") + "/", tmp, recursive=True)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    try:
+        os.rename(tmp, dest)
+    except OSError:  # another process published it first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.exists(os.path.join(dest, marker)):
+            raise
+    return dest
 
 
 def abspath_if_local(uri: str) -> str:

@@ -22,7 +22,6 @@ is a row of its own.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
@@ -143,19 +142,8 @@ def adapter_base_model(adapter_dir: str, default: str | None = None) -> str:
 
 
 def local_copy(uri: str) -> str:
-    """Models load from local dirs: copy a remote adapter into a local cache first."""
-    if storage.local_path(uri) is not None:
-        return storage.local_path(uri) or uri
-    import tempfile
-
-    fs, path = storage.fs_and_path(uri)
-    dest = os.path.join(tempfile.gettempdir(), "lift-adapters", storage.hash_parts(uri, storage.fingerprint_uri(uri)))
-    if not os.path.exists(os.path.join(dest, "adapter_config.json")):
-        tmp = f"{dest}.tmp-{os.getpid()}"
-        fs.get(path.rstrip("/") + "/", tmp, recursive=True)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        os.replace(tmp, dest)
-    return dest
+    """Models load from local dirs: a remote adapter is copied once into a local cache."""
+    return storage.local_dir(uri, "adapter_config.json", cache="lift-adapters")
 
 
 class CriticScorer:

@@ -248,18 +248,6 @@ def _publish_dir(src: str, dest: str) -> None:
             raise
 
 
-def _local_model_cache(uri: str) -> str:
-    """Models load from local dirs: a remote directory is copied once into a local cache."""
-    dest = os.path.join(tempfile.gettempdir(), "lift-models", storage.hash_parts(uri, storage.fingerprint_uri(uri)))
-    if not os.path.exists(os.path.join(dest, "model_index.json")):
-        fs, path = storage.fs_and_path(uri)
-        tmp = f"{dest}.tmp-{uuid.uuid4().hex[:8]}"
-        fs.get(path.rstrip("/") + "/", tmp, recursive=True)
-        _publish_dir(tmp, dest)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
 def is_hub_id(model: str) -> bool:
     """``org/name`` with no scheme and no local directory of that name."""
     return "://" not in model and not os.path.isabs(model) and model.count("/") == 1 and not os.path.exists(model)
@@ -296,7 +284,7 @@ def ensure_t2v_base(cfg: PipelineConfig) -> str:
                 fs, path = storage.fs_and_path(model)
                 fs.put(built.rstrip("/") + "/", path.rstrip("/"), recursive=True)
     local = storage.local_path(model)
-    return os.path.abspath(local) if local is not None else _local_model_cache(model)
+    return os.path.abspath(local) if local is not None else storage.local_dir(model, "model_index.json")
 
 
 __all__ = [

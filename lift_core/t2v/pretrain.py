@@ -200,13 +200,13 @@ def pretrain_tiny_t2v(cfg: PipelineConfig, model_dir: str, record: dict[str, Any
                 what=f"t2v pre-training ({name})")
         figures[name] = loss_trend(storage.read_table(storage.join(run_out, "train_log.parquet")).to_pylist())
         if name == "vae":
-            vae = AutoencoderKLCogVideoX.from_pretrained(config["vae_uri"]).eval()
+            vae = AutoencoderKLCogVideoX.from_pretrained(storage.local_dir(config["vae_uri"], "config.json")).eval()
             vae.register_to_config(scaling_factor=latent_scaling_factor(cfg, vae, p.scaling_clips))
             figures["scaling_factor"] = float(vae.config.scaling_factor)
             shutil.rmtree(os.path.join(model_dir, "vae"))
             vae.save_pretrained(os.path.join(model_dir, "vae"))
         else:
-            inner = get_spec(cfg.t2v.family).load_denoiser(config["denoiser_uri"])
+            inner = get_spec(cfg.t2v.family).load_denoiser(storage.local_dir(config["denoiser_uri"], "config.json"))
             shutil.rmtree(os.path.join(model_dir, "transformer"))
             inner.save_pretrained(os.path.join(model_dir, "transformer"))
     return figures

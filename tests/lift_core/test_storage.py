@@ -217,3 +217,28 @@ def test_fingerprint_looks_at_most_three_folders_up(root):
     assert storage.fingerprint_uri(near) != storage.content_id(near)
     assert storage.fingerprint_uri(far) == storage.content_id(far)
 
+
+
+# --------------------------------------------------------------------------- local copies of model folders
+def test_a_remote_model_folder_is_copied_once_and_again_when_its_content_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    uri = f"memory://test-storage/{uuid.uuid4().hex}/vae"
+    storage.write_json(storage.join(uri, "config.json"), {"latent_channels": 4})
+    storage.write_bytes_atomic(storage.join(uri, "weights.bin"), b"\x01" * 10)
+    try:
+        first = storage.local_dir(uri, "config.json")
+        assert first.startswith(str(tmp_path / "tmp")) and sorted(os.listdir(first)) == ["config.json", "weights.bin"]
+        assert storage.local_dir(uri, "config.json") == first  # cached: no second copy
+        storage.write_bytes_atomic(storage.join(uri, "weights.bin"), b"\x02" * 11)
+        second = storage.local_dir(uri, "config.json")
+        assert second != first and Path(second, "weights.bin").read_bytes() == b"\x02" * 11
+        assert not [p for p in os.listdir(os.path.dirname(first)) if ".tmp-" in p]  # no temp copies left
+        with pytest.raises(FileNotFoundError, match="no model_index.json"):
+            storage.local_dir(uri, "model_index.json")  # an incomplete folder is an error, not a cache entry
+    finally:
+        fs, path = storage.fs_and_path(uri)
+        fs.rm(path, recursive=True)
+
+
+def test_a_local_model_folder_is_used_where_it_is(tmp_path):
+    assert storage.local_dir(str(tmp_path), "config.json") == str(tmp_path)
