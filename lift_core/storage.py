@@ -504,19 +504,20 @@ def local_path(uri: str) -> str | None:
     return path if protocol_of(fs) in ("file", "local") else None
 
 
-def local_dir(uri: str, marker: str, cache: str = "lift-models") -> str:
+def local_dir(uri: str, marker: str) -> str:
     """The folder ``uri`` as a local path that ``from_pretrained`` can read: a local folder as it is; a
-    remote one copied once into ``$TMPDIR/<cache>/<hash of uri and fingerprint>`` (new content, new
+    remote one copied once into ``$TMPDIR/lift-models/<hash of uri and fingerprint>`` (new content, new
     copy). ``marker`` is a file that every complete copy holds; concurrent copiers race safely."""
-    local = local_path(uri)
-    if local is not None:
-        return local
-    dest = os.path.join(tempfile.gettempdir(), cache, hash_parts(uri, fingerprint_uri(uri)))
-    if os.path.exists(os.path.join(dest, marker)):
-        return dest
     fs, path = fs_and_path(uri)
+    local = local_path(uri)
+    if local is None:
+        dest = os.path.join(tempfile.gettempdir(), "lift-models", hash_parts(uri, fingerprint_uri(uri)))
+        if os.path.exists(os.path.join(dest, marker)):
+            return dest
     if not fs.exists(f"{path.rstrip('/')}/{marker}"):
         raise FileNotFoundError(f"{uri} has no {marker}: not a complete model folder")
+    if local is not None:
+        return local
     tmp = f"{dest}.tmp-{uuid.uuid4().hex[:8]}"
     fs.get(path.rstrip("/") + "/", tmp, recursive=True)
     os.makedirs(os.path.dirname(dest), exist_ok=True)

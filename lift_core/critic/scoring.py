@@ -143,7 +143,7 @@ def adapter_base_model(adapter_dir: str, default: str | None = None) -> str:
 
 def local_copy(uri: str) -> str:
     """Models load from local dirs: a remote adapter is copied once into a local cache."""
-    return storage.local_dir(uri, "adapter_config.json", cache="lift-adapters")
+    return storage.local_dir(uri, "adapter_config.json")
 
 
 class CriticScorer:

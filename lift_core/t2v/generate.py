@@ -123,15 +123,15 @@ class T2VGenerator:
         if lora and weights:
             raise ValueError("give either a LoRA or full weights, not both")
         if lora:
-            from lift_core.t2v.pipeline import LORA_WEIGHTS_FILE, local_dir
+            from lift_core.t2v.pipeline import LORA_WEIGHTS_FILE
 
-            self.spec.load_lora(self.pipe, local_dir(lora, LORA_WEIGHTS_FILE))
+            self.spec.load_lora(self.pipe, storage.local_dir(lora, LORA_WEIGHTS_FILE))
         if weights:
             import os
 
-            from lift_core.t2v.pipeline import FULL_WEIGHTS_SUBDIR, local_dir
+            from lift_core.t2v.pipeline import FULL_WEIGHTS_SUBDIR
 
-            path = os.path.join(local_dir(weights, f"{FULL_WEIGHTS_SUBDIR}/config.json"), FULL_WEIGHTS_SUBDIR)
+            path = os.path.join(storage.local_dir(weights, f"{FULL_WEIGHTS_SUBDIR}/config.json"), FULL_WEIGHTS_SUBDIR)
             self.tuned_denoiser = self.spec.load_denoiser(path, self.t2v.dtype).to(device)
         self.base_tag = base_tag
         self.device = device

@@ -9,7 +9,9 @@ Two recipes of the one training loop (``lift_core.train``), each resumable from 
 1. ``VaeRecipe``: the VAE learns to reconstruct clips (MSE plus a small KL term). Its posterior starts
    nearly deterministic (``initial_logvar``): with the default unit variance the decoder first sees
    only noise and learns the mean frame, for hundreds of steps.
-2. The VAE's ``scaling_factor`` is set so that latents have unit variance, as CogVideoX's does.
+2. The VAE's ``scaling_factor`` is set so that latents have unit variance, as CogVideoX's does, and
+   the pixel oracle reads its reconstructions of held-apart clips (``vae_reconstruction`` in the
+   build record): what the decoder cannot draw, no denoiser on it will.
 3. ``DenoiserRecipe``: the transformer learns the family's own diffusion loss
    (``lift_core.t2v.loss.per_sample_loss``) on latents of fresh clips and the T5 embeddings of their
    captions.
@@ -170,6 +172,32 @@ def latent_scaling_factor(cfg: PipelineConfig, vae: Any, n_clips: int) -> float:
     return float(1.0 / mean.float().std().clamp_min(1e-6))
 
 
+def reconstruction_adherence(frames: np.ndarray, captions: Sequence[str], reconstruct: Any) -> dict[str, float]:
+    """Mean pixel-oracle adherence, per attribute and overall, of ``reconstruct(frames)`` (uint8
+    ``[B, T, H, W, 3]`` in and out) against the clips' captions. Of a VAE's reconstructions, it says
+    what its decoder can draw at all, so what no denoiser on its latents can learn: an attribute the
+    reconstructions lose is out of reach of pre-training and alignment alike."""
+    from lift_core.metrics.oracle import ATTRIBUTES, adherence
+
+    out = np.asarray(reconstruct(frames))
+    if out.shape != frames.shape or out.dtype != np.uint8:
+        raise ValueError(f"reconstruct must return uint8 {frames.shape}, got {out.dtype} {out.shape}")
+    rows = [adherence(v, c) for v, c in zip(out, captions)]
+    return {k: float(np.mean([r[k] for r in rows])) for k in (*ATTRIBUTES, "overall")}
+
+
+def vae_reconstruct(vae: Any, frames: np.ndarray) -> np.ndarray:
+    """uint8 clips through the VAE's posterior mean and decoder."""
+    import torch
+
+    with torch.no_grad():
+        x = vae.decode(vae.encode(_pixels(frames)).latent_dist.mean).sample
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+
+
+RECONSTRUCTION_CLIPS = 32  # held-apart clips whose reconstructions the oracle reads (a few seconds)
+
+
 def stage_dir(cfg: PipelineConfig, record: dict[str, Any]) -> str:
     key = storage.stage_key(STAGE, [], storage.hash_parts(record))
     return storage.abspath_if_local(storage.stage_dir(cfg.run_root, STAGE, key))
@@ -203,6 +231,9 @@ def pretrain_tiny_t2v(cfg: PipelineConfig, model_dir: str, record: dict[str, Any
             vae = AutoencoderKLCogVideoX.from_pretrained(storage.local_dir(config["vae_uri"], "config.json")).eval()
             vae.register_to_config(scaling_factor=latent_scaling_factor(cfg, vae, p.scaling_clips))
             figures["scaling_factor"] = float(vae.config.scaling_factor)
+            clips, captions = render_clips(cfg, range(RECONSTRUCTION_CLIPS), p.vae.seed, "reconstruction")
+            figures["vae_reconstruction"] = reconstruction_adherence(clips, captions, lambda f: vae_reconstruct(vae, f))
+            log.info("tiny T2V VAE: pixel-oracle adherence of its reconstructions %s", figures["vae_reconstruction"])
             shutil.rmtree(os.path.join(model_dir, "vae"))
             vae.save_pretrained(os.path.join(model_dir, "vae"))
         else:
@@ -212,4 +243,5 @@ def pretrain_tiny_t2v(cfg: PipelineConfig, model_dir: str, record: dict[str, Any
     return figures
 
 
-__all__ = ["DenoiserRecipe", "VaeRecipe", "latent_scaling_factor", "pretrain_tiny_t2v", "render_clips"]
+__all__ = ["DenoiserRecipe", "VaeRecipe", "latent_scaling_factor", "pretrain_tiny_t2v", "reconstruction_adherence",
+           "render_clips", "vae_reconstruct"]

@@ -240,5 +240,8 @@ def test_a_remote_model_folder_is_copied_once_and_again_when_its_content_changes
         fs.rm(path, recursive=True)
 
 
-def test_a_local_model_folder_is_used_where_it_is(tmp_path):
+def test_a_local_model_folder_is_used_where_it_is_when_complete(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        storage.local_dir(str(tmp_path), "config.json")
+    (tmp_path / "config.json").write_text("{}")
     assert storage.local_dir(str(tmp_path), "config.json") == str(tmp_path)

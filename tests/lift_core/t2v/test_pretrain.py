@@ -50,6 +50,27 @@ def test_pretraining_clips_never_show_a_heldout_combination(make_t2v_cfg, tmp_pa
     assert (again[0] == frames[7]).all() and (again[1] == frames[3]).all()
 
 
+def test_reconstruction_adherence_reads_what_a_reconstruction_keeps_and_loses(make_t2v_cfg, tmp_path):
+    from scipy.ndimage import gaussian_filter
+
+    from lift_core.t2v.pretrain import reconstruction_adherence, render_clips
+
+    cfg = make_t2v_cfg(tmp_path)
+    frames, captions = render_clips(cfg, range(24), seed=3, stream="reconstruction")
+    exact = reconstruction_adherence(frames, captions, lambda f: f)
+    assert min(exact.values()) >= 0.9  # the oracle reads clean clips (its own validation: >= 0.95 on 200)
+
+    def blobs(f):  # a decoder that draws every shape as a soft round blob, in place and in colour
+        soft = gaussian_filter(f.astype(np.float64), sigma=(0, 0, 2.5, 2.5, 0))
+        return np.clip(soft * (f.max() / max(soft.max(), 1e-6)), 0, 255).round().astype(np.uint8)
+
+    blurred = reconstruction_adherence(frames, captions, blobs)
+    assert blurred["colour"] >= 0.9 and blurred["direction"] >= 0.9
+    assert blurred["shape"] <= exact["shape"] - 0.3  # shape is what blur loses
+    with pytest.raises(ValueError, match="uint8"):
+        reconstruction_adherence(frames, captions, lambda f: f.astype(np.float32))
+
+
 def test_pretraining_trains_both_parts_records_it_and_rebuilds_on_change(make_t2v_cfg, tmp_path, ray_address):
     from safetensors.torch import load_file
 
@@ -66,6 +87,8 @@ def test_pretraining_trains_both_parts_records_it_and_rebuilds_on_change(make_t2
     assert record["pretrain"]["vae"]["max_steps"] == 6 and record["heldout_split"]["test"] == 0.2
     figures = record["pretrain_figures"]
     assert figures["scaling_factor"] > 0 and np.isfinite(figures["vae"]["loss_last"])
+    assert set(figures["vae_reconstruction"]) == {"colour", "shape", "count", "direction", "overall"}
+    assert all(0.0 <= v <= 1.0 for v in figures["vae_reconstruction"].values())
     # Both parts moved away from the same random initialisation (same build_tiny seed).
     for part in ("vae", "transformer"):
         a, b = weights(plain, part), weights(model, part)
