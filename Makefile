@@ -12,16 +12,24 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install system-deps demo test test-fast down bench clean
+.PHONY: install install-test system-deps demo test test-fast down bench clean
 
+# What the pipeline needs (make demo), then what the tests add on top (make test): the demo does not
+# wait for the test tools (moto, playwright, database drivers).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PINS)
+	$(PIP) install -q -e '.[s3]'
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -q -e '.[test,s3]'
 	touch $@
 
 install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
 
 demo: install
 	$(VENV)/bin/python infra/local_stack.py demo --config $(CONFIG) --port $(PREFECT_PORT)
@@ -35,10 +43,10 @@ down:
 system-deps:
 	@bash infra/install_system_deps.sh || echo "make: the tests that need the missing system packages will be skipped" >&2
 
-test: install system-deps
+test: install-test system-deps
 	$(VENV)/bin/python -m pytest tests
 
-test-fast: install
+test-fast: install-test
 	$(VENV)/bin/python -m pytest tests -m "not slow"
 
 # gpu_real_scale.py needs a CUDA GPU (its --tiny smoke version runs in the tests).
