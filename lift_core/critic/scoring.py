@@ -143,7 +143,10 @@ def adapter_base_model(adapter_dir: str, default: str | None = None) -> str:
 
 def local_copy(uri: str) -> str:
     """Models load from local dirs: a remote adapter is copied once into a local cache."""
-    return storage.local_dir(uri, "adapter_config.json")
+    try:
+        return storage.local_dir(uri, "adapter_config.json")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"not a PEFT adapter dir (no adapter_config.json): {uri}") from err
 
 
 class CriticScorer:
