@@ -20,7 +20,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_COMMAND_MODULES = ("flows.cli_data", "flows.cli_critic", "flows.cli_score", "flows.cli_t2v", "flows.cli_ops", "flows.cli_rescore")
+_COMMAND_MODULES = ("flows.cli_data", "flows.cli_critic", "flows.cli_score", "flows.cli_t2v", "flows.cli_ops", "flows.cli_rescore",
+                    "flows.cli_models")
 
 
 def _register() -> None:
@@ -49,6 +50,37 @@ class CliError(Exception):
     """An expected failure: printed as one line, exit code 2."""
 
 
+def _click_exceptions() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(usage errors, aborts) as typer raises them, whichever copy of Click it uses.
+
+    typer 0.29 carries its own Click (``typer._click``); older typers raise ``click``'s classes.
+    """
+    shown: list[type[BaseException]] = []
+    aborts: list[type[BaseException]] = [typer.Abort]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        shown.append(module.ClickException)
+        if isinstance(getattr(module, "Abort", None), type):
+            aborts.append(module.Abort)
+    return tuple(shown), tuple(aborts)
+
+
+def _show_usage_error(err: BaseException) -> None:
+    """Print a usage error as typer itself does (its Rich panel when Rich is on), else as Click does."""
+    try:
+        from typer import core, rich_utils
+
+        if core.HAS_RICH and app.rich_markup_mode is not None:
+            rich_utils.rich_format_error(err)
+            return
+    except (ImportError, AttributeError):
+        pass
+    err.show()
+
+
 def main() -> None:
     from lift_core import storage
     from lift_core.config import ConfigError
@@ -58,18 +90,20 @@ def main() -> None:
 
     expected = (CliError, ConfigError, FileNotFoundError, ValueError, KeyError, OSError, storage.ResourceError,
                 storage.StageOutputError, MissingFramesError, CorruptCheckpoint, TrainingFailed)
+    usage_errors, aborts = _click_exceptions()
     try:
-        app(standalone_mode=False)
-    except typer.Exit as exit_:
+        # Outside standalone mode, typer returns the code of a ``typer.Exit`` (and 130 for Ctrl-C)
+        # instead of exiting: commands themselves return None.
+        code = app(prog_name="lift", standalone_mode=False)
+    except typer.Exit as exit_:  # older typers raise it
         sys.exit(exit_.exit_code)
+    except usage_errors as err:  # a wrong flag, a missing option: usage, hint and error, exit 2
+        _show_usage_error(err)
+        sys.exit(getattr(err, "exit_code", 2))
+    except aborts:
+        typer.echo("Aborted!", err=True)
+        sys.exit(130)
     except Exception as err:
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(130)
         # Disk full, permission denied, missing credentials: one line with the path and the cause,
         # whichever Ray worker hit it.
         resource = storage.resource_error_in(err)
@@ -80,6 +114,8 @@ def main() -> None:
             sys.exit(2)
         typer.echo(f"lift: error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", err=True)
         sys.exit(1)
+    if isinstance(code, int) and not isinstance(code, bool):
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -55,3 +55,48 @@ def test_verify_turns_on_full_hash_checks(lift_cli, failing_command, monkeypatch
     failing_command(ValueError("stop here"))
     code, _, _ = lift_cli("--verify", "boom")
     assert code == 2 and os.environ.get("LIFT_VERIFY_OUTPUTS") == "1"
+
+
+# --------------------------------------------------------------------------- usage errors, as typer shows them
+def _plain(text: str) -> str:
+    """The text without colours, Rich's panel borders and line wrapping: what a reader sees, on one line."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    text = re.sub(r"[\u2500-\u257f]", " ", text)  # box drawing
+    return " ".join(text.split())
+
+
+def test_a_wrong_flag_shows_the_usage_the_hint_and_the_close_matches(lift_cli):
+    code, out, err = lift_cli("decode", "--output", "x")
+    assert code == 2
+    shown = _plain(err)
+    assert "Usage: lift decode [OPTIONS]" in shown
+    assert "Try 'lift decode --help' for help." in shown
+    assert "No such option: --output" in shown and "(Possible options: --out)" in shown
+    assert "lift: error" not in shown and "NoSuchOption" not in shown and "Traceback" not in shown
+
+
+def test_a_missing_required_option_names_the_option(lift_cli):
+    code, _, err = lift_cli("score", "--videos", "v.parquet", "--out", "scores.parquet")
+    assert code == 2
+    shown = _plain(err)
+    assert "Usage: lift score [OPTIONS]" in shown and "Try 'lift score --help' for help." in shown
+    assert "Missing option '--critic'." in shown
+    assert "Missing parameter: critic" not in shown
+
+
+def test_a_command_that_exits_with_a_code_keeps_it(lift_cli, failing_command):
+    import typer
+
+    failing_command(typer.Exit(3))  # as ``lift rescore`` signals a low reward
+    code, _, _ = lift_cli("boom")
+    assert code == 3
+
+
+def test_an_abort_exits_130(lift_cli, failing_command):
+    import typer
+
+    failing_command(typer.Abort())
+    code, _, err = lift_cli("boom")
+    assert code == 130 and "Aborted!" in err
