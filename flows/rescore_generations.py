@@ -4,7 +4,9 @@ The recipe: one rescoring run (``lift_core.rescore.run_rescore``: discover, scor
 append to the versioned scores store), then its monitoring artifacts: a table of counts and reward
 statistics, and a Markdown report with the store's reward trend. A batch whose mean reward is below
 ``rescore.min_mean_reward`` ends the run Failed (or Completed named "Warning" when
-``rescore.fail_on_low_reward`` is false), with a message that says why.
+``rescore.fail_on_low_reward`` is false), with a message that says why. A watched folder of
+``rescore.generations`` that does not exist yet has nothing to score: the run ends Completed, with a
+warning in its logs, its message and its artifacts.
 
 Deployed as ``rescore-generations/scheduled`` (prefect.yaml): cron from ``rescore.cron``, one run
 at a time, a run due while another is running is cancelled (CANCEL_NEW).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.schedules import Cron
@@ -25,7 +27,7 @@ from flows.common import load_flow_config
 from lift_core import storage
 from lift_core.rescore import run_rescore
 from lift_core.rescore.lock import LockTimeout
-from tasks.common import config_of, progress_artifact
+from tasks.common import config_of, is_transient, progress_artifact
 
 FLOW_NAME = "rescore-generations"
 DEPLOYMENT_NAME = "scheduled"
@@ -35,15 +37,13 @@ TREND_KEY = "rescore-trend"
 
 
 def _retry_on_io_errors(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
-    """Retry transient storage errors; a held lock means another run is working: no retry."""
+    """Retry what ``tasks.common.is_transient`` calls transient; a held lock means another run is working: no retry."""
     try:
         state.result()
     except LockTimeout:
         return False
-    except (OSError, TimeoutError, ConnectionError):
-        return True
-    except Exception:
-        return False
+    except Exception as err:
+        return is_transient(err)
     return False
 
 
@@ -73,6 +73,7 @@ def summary_table(report: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"metric": f"reward {s['dimension']} {stat}", "value": s[stat]})
     rows += [{"metric": "critic_id", "value": report["critic_id"]}, {"metric": "mode", "value": report["mode"]},
              {"metric": "alert", "value": report["alert"] or ""}]
+    rows += [{"metric": "warning", "value": w} for w in report.get("warnings", [])]
     return rows
 
 
@@ -81,6 +82,8 @@ def trend_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Rescoring run `{report['run_id']}`", ""]
     if report["alert"]:
         lines += [f"**ALERT:** {report['alert']}", ""]
+    for w in report.get("warnings", []):
+        lines += [f"**Warning:** {w}", ""]
     c = report["counts"]
     lines += [f"{c.get('new', 0)} new videos, {c.get('scored', 0)} scored, {c.get('quarantined', 0)} quarantined, "
               f"critic `{report['critic_id']}` ({report['mode']}). Store: `{report['store']}`.", ""]
@@ -115,12 +118,17 @@ def rescore_generations(
     create_markdown_artifact(markdown=trend_markdown(report), key=TREND_KEY,
                              description="Mean reward per day and per dimension over the whole scores store")
     c = report["counts"]
+    for w in report["warnings"]:
+        get_run_logger().warning("%s", w)
     print(f"rescored: {c['new']} new, {c['scored']} scored, {c['quarantined']} quarantined; "
           f"mean reward {report['mean_reward']}")
     if report["alert"]:
         if cfg["rescore"]["fail_on_low_reward"]:
             return Failed(message=f"Low reward: {report['alert']}")
         return Completed(name="Warning", message=f"Low reward: {report['alert']}", data=report)
+    if report["warnings"] and not c.get("listed"):
+        # A watched folder that no generation has written to yet: nothing to do is not a failure.
+        return Completed(message="Nothing to score: " + "; ".join(report["warnings"]), data=report)
     return report
 
 

@@ -26,7 +26,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.tasks import exponential_backoff
 
 from lift_core import storage
-from lift_core.config import PipelineConfig
+from lift_core.config import ConfigError, PipelineConfig
 from lift_core.progress import ProgressFn
 from lift_core.stages import get_stage
 
@@ -36,18 +36,25 @@ log = logging.getLogger("lift.tasks")
 STAGE_CACHE = INPUTS - "cfg" - "inputs" - "label" + TASK_SOURCE
 
 # Errors worth a retry: storage and network hiccups. Anything else (bad config, bad data) fails now.
+# This is the one definition of "transient": every task's retry condition goes through ``is_transient``.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
+# OSErrors that a retry cannot fix: a missing input stays missing, a denied permission stays denied.
+# A ConfigError is a ValueError (never retried); it is named so that the rule reads whole here.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ConfigError)
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether a retry may help: a storage or network hiccup, not a missing path, a denied access or bad config."""
+    return isinstance(err, TRANSIENT_ERRORS) and not isinstance(err, PERMANENT_ERRORS)
 
 
 def retry_on_transient_errors(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
+    """Prefect's ``retry_condition_fn``: retry a failed attempt only when its error ``is_transient``."""
     try:
         state.result()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
-        return False  # a missing input stays missing
-    except TRANSIENT_ERRORS:
-        return True
-    except Exception:
-        return False
+    except Exception as err:
+        return is_transient(err)
     return False
 
 

@@ -117,6 +117,37 @@ def test_flow_publishes_artifacts_and_fails_on_low_reward(prefect_server, tmp_pa
     assert warned.is_completed() and warned.name == "Warning" and "Low reward" in warned.message
 
 
+@pytest.mark.slow
+def test_a_watched_folder_not_created_yet_completes_with_nothing_to_score(prefect_server, demo_overrides):
+    # The scheduled run's first hour after the demo: rescore.generations ({run_root}/incoming) may not exist.
+    state = rescore_generations(config="configs/demo.yaml", overrides=demo_overrides, return_state=True)
+    assert state.is_completed() and state.name == "Completed", state.message
+    assert state.message.startswith("Nothing to score: watched location") and "incoming" in state.message
+    report = state.result()
+    assert report["counts"]["listed"] == 0 and report["counts"]["scored"] == 0 and len(report["warnings"]) == 1
+    arts = asyncio.run(_artifacts(state.state_details.flow_run_id))
+    table = json.loads(arts[SUMMARY_KEY].data) if isinstance(arts[SUMMARY_KEY].data, str) else arts[SUMMARY_KEY].data
+    assert {"metric": "warning", "value": report["warnings"][0]} in table
+    assert f"**Warning:** {report['warnings'][0]}" in arts[TREND_KEY].data
+
+
+def test_the_retry_condition_retries_only_transient_errors():
+    """A missing folder or a config error fails at once: a retry cannot create the folder."""
+    from prefect.states import Failed
+
+    from flows.rescore_generations import _retry_on_io_errors
+    from lift_core.config import ConfigError
+    from lift_core.rescore.lock import LockTimeout
+
+    def retried(err: BaseException) -> bool:
+        return _retry_on_io_errors(None, None, Failed(data=err))
+
+    assert retried(ConnectionResetError("connection reset by peer")) and retried(TimeoutError("read timed out"))
+    assert not retried(FileNotFoundError("generations URI not found: /runs/demo/incoming"))
+    assert not retried(PermissionError("denied")) and not retried(ConfigError("rescore.store: bad"))
+    assert not retried(LockTimeout("another run holds the lock"))
+
+
 # --------------------------------------------------------------------------- the scheduled deployment
 def _yaml_entry() -> dict:
     """The rescore-generations/scheduled entry of prefect.yaml: deleting it fails every test that reads it."""
