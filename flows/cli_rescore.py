@@ -49,6 +49,8 @@ def rescore(
     out = report.to_dict()
     out.pop("trend")  # the whole store's history: in the store's trend.png and the run summary JSON
     typer.echo(json.dumps(out, indent=2, default=str))
+    for warning in report.warnings:
+        typer.echo(f"lift: warning: {warning}", err=True)
     if report.alert:
         typer.echo(f"lift: alert: {report.alert}", err=True)
         if cfg.rescore.fail_on_low_reward:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -47,6 +47,7 @@ class VideoFile:
 class Listing:
     files: list[VideoFile]
     quarantine: list[dict[str, Any]]  # entries that cannot be used (missing file, bad manifest entry)
+    missing: list[str] = field(default_factory=list)  # watched URIs that do not exist (yet), with ``missing_ok``
 
 
 def _version(info: Mapping[str, Any]) -> str:
@@ -117,14 +118,22 @@ def _list_json_manifest(uri: str) -> Listing:
     return Listing(listing.files, bad + listing.quarantine)
 
 
-def list_videos(uris: Iterable[str]) -> Listing:
-    """Every video under the watched URIs (folders or manifests). A URI that does not exist is an error."""
+def list_videos(uris: Iterable[str], missing_ok: bool = False) -> Listing:
+    """Every video under the watched URIs (folders or manifests).
+
+    A URI that does not exist is an error, unless ``missing_ok``: then it holds nothing yet and is
+    listed in ``Listing.missing`` (a watched folder that no generation has written to).
+    """
     files: list[VideoFile] = []
     bad: list[dict[str, Any]] = []
+    missing: list[str] = []
     for uri in uris:
         fs, path = storage.fs_and_path(uri)
         fs.invalidate_cache(path.rstrip("/"))
         if not fs.exists(path):
+            if missing_ok:
+                missing.append(uri)
+                continue
             raise FileNotFoundError(f"generations URI not found: {uri}")
         if fs.isdir(path):
             files.extend(_list_folder(uri))
@@ -141,7 +150,7 @@ def list_videos(uris: Iterable[str]) -> Listing:
     unique: dict[str, VideoFile] = {}
     for f in files:
         unique.setdefault(f.uri, f)
-    return Listing(list(unique.values()), bad)
+    return Listing(list(unique.values()), bad, missing)
 
 
 # --------------------------------------------------------------------------- content ids

@@ -17,6 +17,7 @@ key being (``video_id``, ``caption_id``, ``critic_id``) as in the scores contrac
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
@@ -30,6 +31,8 @@ from lift_core.rescore.lock import LeaseLock
 from lift_core.rescore.store import SETTLED_QUARANTINE_STAGE, ScoresStore, new_run_id, utcnow
 from lift_core.rescore.trend import TREND_COLUMNS, batch_stats, daily_trend, plot_trend
 from lift_core.schemas import quarantine_row
+
+log = logging.getLogger("lift.rescore")
 
 ScorerFactory = Callable[[CriticRef], Any]  # returns an object with ``score_rows(meta, frames)``
 
@@ -49,6 +52,7 @@ class RescoreReport:
     trend: list[dict[str, Any]] = field(default_factory=list)  # daily means over the whole store
     started_at: str = ""
     finished_at: str = ""
+    warnings: list[str] = field(default_factory=list)  # e.g. a watched folder that does not exist yet
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,9 +105,15 @@ def run_rescore(
     progress: ProgressFn | None = None,
     scorer_factory: ScorerFactory | None = None,
 ) -> RescoreReport:
-    """Score the videos under ``generations`` (default ``cfg.rescore.generations``) not yet in the store."""
+    """Score the videos under ``generations`` (default ``cfg.rescore.generations``) not yet in the store.
+
+    The locations named in ``generations`` must exist. The watched ones of ``rescore.generations`` may
+    not exist yet (a schedule can start before the first generation does): such a location has nothing
+    to score, and the report says so in ``warnings``.
+    """
     progress = resolve(progress)
     rc = cfg.rescore
+    watched = not generations
     uris = list(generations or rc.generations)
     if not uris:
         raise ValueError("no generations to watch: pass --generations or set rescore.generations")
@@ -113,7 +123,10 @@ def run_rescore(
     ref = resolve_critic(cfg, critic)
     progress(0.0, f"critic {ref.critic_id} ({ref.adapter}); listing {len(uris)} location(s)")
 
-    listing = discovery.list_videos(uris)
+    listing = discovery.list_videos(uris, missing_ok=watched)
+    warnings = [f"watched location {u} does not exist (yet): nothing to score there" for u in listing.missing]
+    for w in warnings:
+        log.warning("rescore: %s", w)
     files, new_index, unreadable = discovery.assign_video_ids(listing.files, st.read_index(), rc.hash_workers)
     st.append_index(new_index, run_id)
     files, copies = discovery.unique_by_content(files)
@@ -176,6 +189,7 @@ def run_rescore(
         run_id=run_id, store=st.uri, critic_id=ref.critic_id, adapter=ref.adapter,
         mode="rescore-all" if rescore_all else "new", counts=counts, batch_stats=stats, mean_reward=mean,
         alert=alert, outputs=outputs, trend=trend, started_at=started.isoformat(), finished_at=utcnow().isoformat(),
+        warnings=warnings,
     )
     # The run's own record (the trend is the whole store's, redrawn each run: not kept per run).
     outputs["summary"] = st.write_run_summary(run_id, {k: v for k, v in report.to_dict().items() if k != "trend"})

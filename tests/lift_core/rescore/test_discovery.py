@@ -104,6 +104,12 @@ def test_manifests_parquet_and_lift_json(tmp_path, synth_videos, fixtures_dir, w
 def test_missing_uri_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="generations URI not found"):
         discovery.list_videos([str(tmp_path / "nowhere")])
+    # A watched location that may not exist yet (missing_ok): nothing listed there, and it is named.
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "a.mp4").write_bytes(b"not decoded here")
+    listing = discovery.list_videos([str(tmp_path / "nowhere"), str(tmp_path / "gen")], missing_ok=True)
+    assert [f.uri.rsplit("/", 1)[-1] for f in listing.files] == ["a.mp4"]
+    assert listing.missing == [str(tmp_path / "nowhere")] and not listing.quarantine
     (tmp_path / "x.csv").write_text("uri\n")
     with pytest.raises(ValueError, match="expected a folder"):
         discovery.list_videos([str(tmp_path / "x.csv")])

@@ -200,3 +200,22 @@ def test_copies_within_one_run_are_scored_once(tmp_path, rescore_cfg, critic_a, 
     report = run_rescore(rescore_cfg(tmp_path), [str(gen), str(gen / "sub")], critic_a)
     # sub/dup.mp4 is listed under both URIs (one file) and copies gen-000.mp4 (same content).
     assert report.counts["listed"] == 3 and report.counts["copies"] == 1 and report.counts["scored"] == 2
+
+
+def test_a_watched_folder_that_does_not_exist_yet_is_nothing_to_score(tmp_path, rescore_cfg, critic_a, synth_videos,
+                                                                      write_generations):
+    # The scheduled run watches rescore.generations, which may not exist before the first generation.
+    incoming, gen = tmp_path / "incoming", tmp_path / "gen"
+    write_generations(gen, synth_videos[:2])
+    cfg = rescore_cfg(tmp_path, generations=[str(incoming)], critic=critic_a)
+    empty = run_rescore(cfg)
+    assert empty.counts["listed"] == 0 and empty.counts["scored"] == 0 and empty.mean_reward is None
+    assert empty.warnings == [f"watched location {incoming} does not exist (yet): nothing to score there"]
+    assert json.loads(storage.read_text(empty.outputs["summary"]))["warnings"] == empty.warnings
+
+    both = run_rescore(rescore_cfg(tmp_path, generations=[str(incoming), str(gen)], critic=critic_a))
+    assert both.counts["scored"] == 2 and both.warnings == empty.warnings
+
+    # A location the caller names must exist: a typo is an error, not an empty run.
+    with pytest.raises(FileNotFoundError, match="generations URI not found"):
+        run_rescore(cfg, [str(incoming)], critic_a)
