@@ -12,20 +12,39 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install install-test system-deps demo test test-fast down bench clean
+.PHONY: install install-test constraints system-deps demo test test-fast down bench clean
 
 # What the pipeline needs (make demo), then what the tests add on top (make test): the demo does not
-# wait for the test tools (moto, playwright, database drivers).
-$(VENV)/.installed: pyproject.toml
+# wait for the test tools (moto, playwright, database drivers). Both install the versions pinned in
+# constraints.txt (CONSTRAINTS), so that a fresh clone installs what was tested, not whatever is newest.
+CONSTRAINTS ?= constraints.txt
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_PINS)
-	$(PIP) install -q -e '.[s3]'
+	$(PIP) install -q -c $(CONSTRAINTS) $(TORCH_PINS)
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[s3]'
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -q -e '.[test,s3]'
+$(VENV)/.installed-test: $(VENV)/.installed $(CONSTRAINTS)
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[test,s3]'
 	touch $@
+
+# Refresh constraints.txt after changing pyproject.toml's dependencies (or TORCH_PINS): a fresh venv
+# in a temporary folder, the project with its test and s3 extras installed there without constraints
+# (the newest releases within pyproject.toml's bounds), then frozen without the project itself.
+# Review the diff, then run make test with it.
+constraints:
+	set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install -q --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install -q $(TORCH_PINS); \
+	"$$tmp/venv/bin/python" -m pip install -q -e '.[test,s3]'; \
+	{ sed -n '/^#/p;/^[^#]/q' $(CONSTRAINTS); \
+	  "$$tmp/venv/bin/python" -m pip freeze --exclude-editable | grep -v -i -E '^lift[-_]pipeline([=@ ]|$$)'; \
+	} > "$$tmp/constraints.txt"; \
+	if grep -n -E ' @ |://' "$$tmp/constraints.txt"; then echo "constraints: a package above was installed from a path or URL" >&2; exit 1; fi; \
+	mv "$$tmp/constraints.txt" $(CONSTRAINTS)
 
 install: $(VENV)/.installed
 
