@@ -14,9 +14,10 @@ Idempotent: ``up``/``demo`` reuse a healthy server on the port and a live worker
 (killed, machine restarted) is replaced, and flow runs it left ``Running`` are marked ``Crashed``,
 so triggering the deployment again resumes the pipeline from its cache and partial outputs.
 
-``up`` and ``down`` use only the standard library, so they run before anything else is set up;
-``demo`` also reads the run back through ``lift_core`` (installed by then): progress bars from the
-tasks' progress artifacts while it waits, and the results summary when the run ends.
+``up`` and ``down`` need only the standard library and psutil (processes, their start times and
+children on any OS, without ``/proc``), so they run before the pipeline is importable; ``demo``
+also reads the run back through ``lift_core`` (installed by then): progress bars from the tasks'
+progress artifacts while it waits, and the results summary when the run ends.
 """
 
 from __future__ import annotations
@@ -106,39 +107,38 @@ def healthy(port: int) -> bool:
 
 
 # --------------------------------------------------------------------------- processes
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks (from /proc): tells a pid from a reused one."""
+def _process(pid: int):
+    import psutil
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid)
+    except psutil.Error:  # gone, or not ours to see
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    return children
+def _start_time(pid: int) -> float | None:
+    """The process's start time (seconds since the epoch, to 10 ms): tells a pid from a reused one."""
+    import psutil
+
+    proc = _process(pid)
+    try:
+        return round(proc.create_time(), 2) if proc is not None else None
+    except psutil.Error:
+        return None
 
 
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (flow-run subprocesses start their own sessions: a group kill misses them)."""
-    tree, out, todo = _children_map(), [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+    import psutil
+
+    proc = _process(pid)
+    try:
+        return [child.pid for child in proc.children(recursive=True)] if proc is not None else []
+    except psutil.Error:
+        return []
 
 
-def _record(pid: int) -> dict[str, int | None]:
+def _record(pid: int) -> dict[str, float | int | None]:
     return {"pid": pid, "start": _start_time(pid)}
 
 
@@ -197,9 +197,13 @@ def _wait_gone(pids: list[int], timeout: float) -> list[int]:
 
 
 def _zombie(pid: int) -> bool:
+    """The process has exited and waits for its parent (or is gone altogether)."""
+    import psutil
+
+    proc = _process(pid)
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
+        return proc is None or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return True
 
 
