@@ -28,13 +28,12 @@ def load_flow_config(config: str, overrides: list[str] | None) -> dict[str, Any]
 
 def publish_run_summary(run: "Stages", flow_name: str) -> None:
     """A table artifact of the flow run (every run, cached or not): each task's state, key and output."""
-    from prefect.artifacts import create_table_artifact
+    from tasks.common import publish_table
 
     rows = run.summary_rows()
     cached = sum(1 for r in rows if r["state"] == "Cached")
-    create_table_artifact(table=rows, key=f"{flow_name}-run",
-                          description=f"{flow_name}: {len(rows)} tasks, {cached} cache hits; run root "
-                                      f"{run.cfg.run_root}")
+    publish_table(rows, f"{flow_name}-run",
+                  f"{flow_name}: {len(rows)} tasks, {cached} cache hits; run root {run.cfg.run_root}")
     print(f"{flow_name}: {len(rows)} tasks, {cached} cache hits")
 
 

@@ -114,6 +114,28 @@ def config_of(cfg: dict[str, Any] | PipelineConfig) -> PipelineConfig:
     return cfg if isinstance(cfg, PipelineConfig) else PipelineConfig.model_validate(cfg)
 
 
+# --------------------------------------------------------------------------- artifacts
+TABLE_DIGITS = 4  # significant digits of the floats in table artifacts: 0.6105, not 0.6105263157894737
+
+
+def rounded(value: Any, digits: int = TABLE_DIGITS) -> Any:
+    """``value`` with every float (also in nested lists and dicts) rounded to ``digits`` significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def publish_table(table: Any, key: str, description: str) -> Any:
+    """A Prefect table artifact with its floats rounded for reading (the stage outputs keep full precision)."""
+    from prefect.artifacts import create_table_artifact
+
+    return create_table_artifact(table=rounded(table), key=key, description=description)
+
+
 def artifact_key(stage: str, kind: str) -> str:
     """Artifact keys may hold lowercase letters, digits and dashes only."""
     raw = f"{stage}-{kind}".lower()

@@ -15,7 +15,7 @@ from prefect.logging import get_run_logger
 from lift_core import storage
 from lift_core.progress import TerminalProgress, tee
 from lift_core.stages import Artifact, get_stage
-from tasks.common import artifact_key, config_of, gpu_slots, progress_artifact, task_options
+from tasks.common import artifact_key, config_of, gpu_slots, progress_artifact, publish_table, task_options
 
 
 def run_stage(cfg: dict[str, Any], stage: str, label: str, inputs: dict[str, Any], key: str,
@@ -53,12 +53,12 @@ def run_stage(cfg: dict[str, Any], stage: str, label: str, inputs: dict[str, Any
 
 def publish(artifacts: list[Artifact], label: str) -> None:
     """Create a stage's summary artifacts in the current task run, keyed ``<label>-<name>``."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.artifacts import create_markdown_artifact
 
     for a in artifacts:
         key, description = artifact_key(label, a.name), f"{label}: {a.description}"
         if a.table is not None:
-            create_table_artifact(table=a.table, key=key, description=description)
+            publish_table(a.table, key, description)
         else:
             create_markdown_artifact(markdown=a.markdown or "", key=key, description=description)
 
