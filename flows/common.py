@@ -27,7 +27,9 @@ def load_flow_config(config: str, overrides: list[str] | None) -> dict[str, Any]
 
 
 def publish_run_summary(run: "Stages", flow_name: str) -> None:
-    """A table artifact of the flow run (every run, cached or not): each task's state, key and output."""
+    """A table artifact of the flow run (every run, cached or not): each task's state, key and output.
+
+    Waits for the run's stages first (``Stages.wait``): it sums up finished tasks only."""
     from tasks.common import publish_table
 
     rows = run.summary_rows()
@@ -45,6 +47,7 @@ def publish_results(run: "Stages", flow_name: str) -> str:
 
     from lift_core.results import run_summary, summary_markdown
 
+    run.wait()
     markdown = summary_markdown(run_summary([r["out_uri"] for r in run.results.values()], ui_url=flow_run.ui_url))
     create_markdown_artifact(markdown=markdown, key=f"{flow_name}-results",
                              description=f"{flow_name}: critic agreement, base vs aligned, report and plots")

@@ -152,22 +152,29 @@ def ensure_gpu_limit(cfg: PipelineConfig, need: int) -> int:
     """Create the global concurrency limit when it is missing; returns its size.
 
     An explicit ``prefect.gpu_slots`` is enforced (the limit is updated to it); otherwise an existing
-    limit (an operator may have sized it for the cluster) is left as it is.
+    limit (an operator may have sized it for the cluster) is left as it is. GPU stages running side by
+    side (or another run) may create it at the same moment: whoever loses that race finds it made.
     """
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     name = cfg.prefect.gpu_concurrency_limit
     with get_client(sync_client=True) as client:
-        if cfg.prefect.gpu_slots:
-            client.upsert_global_concurrency_limit_by_name(name, cfg.prefect.gpu_slots)
-            return cfg.prefect.gpu_slots
-        try:
-            return client.read_global_concurrency_limit_by_name(name).limit
-        except ObjectNotFound:
-            size = gpu_limit_size(cfg) or need
-            client.upsert_global_concurrency_limit_by_name(name, size)
-            return size
+        for attempt in range(3):
+            try:
+                if cfg.prefect.gpu_slots:
+                    client.upsert_global_concurrency_limit_by_name(name, cfg.prefect.gpu_slots)
+                    return cfg.prefect.gpu_slots
+                try:
+                    return client.read_global_concurrency_limit_by_name(name).limit
+                except ObjectNotFound:
+                    size = gpu_limit_size(cfg) or need
+                    client.upsert_global_concurrency_limit_by_name(name, size)
+                    return size
+            except ObjectAlreadyExists:  # created between our read and our create: read (or update) it now
+                if attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from typing import Iterator
 
 from lift_core.config import RayConfig
@@ -85,12 +86,22 @@ def quiet_known_noise() -> None:
             logger.addFilter(_DropMessage(prefix))
 
 
+_INIT_LOCK = threading.Lock()  # stages running side by side in one process start Ray once between them
+
+
 def ensure_ray(cfg: RayConfig | None = None) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    cfg = cfg or RayConfig()
+    with _INIT_LOCK:
+        if not ray.is_initialized():
+            _init_ray(cfg or RayConfig())
+
+
+def _init_ray(cfg: RayConfig) -> None:
+    import ray
+
     # Ray workers must import our packages: they share the driver's working dir on a local cluster.
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     quiet_known_noise()

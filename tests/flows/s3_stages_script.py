@@ -18,6 +18,7 @@ def data_and_scores(overrides: list[str], adapter: str) -> dict:
     run = Stages(load_flow_config("configs/demo.yaml", overrides))
     data = run.prepare_data()
     run.score([data["manifest"]], [data["frames"]], adapter)
+    run.wait()
     return {label: run.results[label] for label in ("ingest", "decode", "score")}
 
 
@@ -25,6 +26,7 @@ def data_and_scores(overrides: list[str], adapter: str) -> dict:
 def ingest_again(overrides: list[str]) -> list[str]:
     run = Stages(load_flow_config("configs/demo.yaml", overrides))
     run.ingest(run.synth())
+    run.wait()
     return sorted(run.states.values())
 
 

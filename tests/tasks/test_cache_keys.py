@@ -40,14 +40,15 @@ class _RecordingTask:
     def __init__(self, task, calls: list[TaskCall]):
         self.task, self.calls = task, calls
 
-    def __call__(self, cfg: dict[str, Any], *, return_state: bool, **params: Any):
+    def submit(self, cfg: dict[str, Any], *, wait_for: Any = None, **params: Any):  # noqa: ARG002
         params = {"cfg": cfg, **params}
         key = self.task.cache_policy.compute_key(task_ctx=SimpleNamespace(task=self.task), inputs=params,
                                                  flow_parameters={})
         self.calls.append(TaskCall(params, key))
         result = {"stage": params["stage"], "key": params["key"], "out_uri": params["out_dir"], "outputs": {},
                   "counts": {}, "metrics": {}}
-        return SimpleNamespace(name="Completed", result=lambda: result)
+        state = SimpleNamespace(name="Completed", result=lambda: result)
+        return SimpleNamespace(wait=lambda: None, state=state)  # a finished Prefect future
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def task_call(monkeypatch):
     monkeypatch.setattr(tasks.common, "for_run", lambda task, cfg: _RecordingTask(task, calls))
 
     def call(cfg, method: str, *args: Any) -> TaskCall:
-        getattr(Stages(cfg), method)(*args)
+        getattr(Stages(cfg), method)(*args).result()  # submitted; its inputs keyed once they exist
         return calls[-1]
 
     return call

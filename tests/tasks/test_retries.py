@@ -47,7 +47,7 @@ def _cfg(tmp_path, run_root: str, *extra: str):
 @flow(name="retry-probe")
 def synth_once(cfg_dict: dict) -> tuple[dict, str]:
     run = Stages(cfg_dict)
-    return run.synth(), run.states["synth"]
+    return run.synth().result(), run.states["synth"]
 
 
 def _task_run_count(flow_state) -> int:

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 def prepare_data(cfg_dict: dict) -> tuple[dict, dict[str, str]]:
     run = Stages(cfg_dict)
     run.prepare_data()
+    run.wait()
     return run.results, run.states
 
 
