@@ -26,7 +26,7 @@ from prefect.states import Completed, Failed, State
 from flows.common import load_flow_config
 from lift_core import storage
 from lift_core.rescore import run_rescore
-from lift_core.rescore.lock import LockTimeout
+from lift_core.rescore.store import StoreBusy as LockTimeout  # no lock any more: the store stayed contended
 from tasks.common import config_of, is_transient, progress_artifact
 
 FLOW_NAME = "rescore-generations"

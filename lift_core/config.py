@@ -390,13 +390,17 @@ class RescoreConfig(Section):
     min_mean_reward: float | None = None
     fail_on_low_reward: bool = True  # below min_mean_reward: the flow run fails (else: Completed "Warning")
     source: str = "generated"  # the scores' `source` column
-    batch_size: int = Field(16, ge=1)  # videos per committed part: the unit of resume after a crash
+    batch_size: int = Field(16, ge=1)  # videos per store commit (one MERGE): the unit of resume after a crash
     decode_workers: int = Field(2, ge=1)  # threads decoding a batch
     hash_workers: int = Field(8, ge=1)  # threads hashing new files (remote reads are I/O bound)
     rationale: bool = False  # also generate reasons (slower)
-    lock_ttl_s: float = Field(900.0, gt=0)  # a writer's lock with an older heartbeat is stale
-    lock_wait_s: float = Field(600.0, ge=0)  # how long a second run waits for the lock before failing
-    temp_ttl_s: float = Field(86400.0, gt=0)  # temp files of crashed writers older than this are deleted
+    # The store's Delta tables (lift_core.rescore.store): a MERGE that loses a commit race to another
+    # writer is rerun on the new version, up to this many times.
+    commit_retries: int = Field(30, ge=1)
+    # After a run, OPTIMIZE (compact) and VACUUM the tables once the scores table has this many data
+    # files (0: never; `lift rescore-store compact` does it on demand).
+    compact_min_files: int = Field(64, ge=0)
+    vacuum_retention_hours: float = Field(168.0, ge=0)  # VACUUM keeps the files of versions this recent
 
 
 # --------------------------------------------------------------------------- root

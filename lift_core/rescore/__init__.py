@@ -5,13 +5,14 @@
 
 from lift_core.rescore.critic_ref import CriticRef, latest_trained_adapter, resolve_critic
 from lift_core.rescore.run import RescoreReport, run_rescore
-from lift_core.rescore.store import STORE_SCHEMA, ScoresStore
+from lift_core.rescore.store import STORE_SCHEMA, ScoresStore, StoreBusy
 
 __all__ = [
     "CriticRef",
     "RescoreReport",
     "STORE_SCHEMA",
     "ScoresStore",
+    "StoreBusy",
     "latest_trained_adapter",
     "resolve_critic",
     "run_rescore",

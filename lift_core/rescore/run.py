@@ -2,7 +2,11 @@
 
 ``run_rescore`` is what the ``rescore-generations`` flow and ``lift rescore`` call. It is
 incremental (only videos without a score are scored), idempotent (a rerun after a crash scores the
-rest, each video once) and safe to start twice at once (the per-critic lock plus dedup on read).
+rest, each video once) and safe to start twice at once: every batch is one MERGE into the store's
+Delta table, which inserts only keys not stored yet (delta-rs's commit conflicts settle races), and
+before each batch a run drops the videos that another run settled meanwhile. Runs started together
+score their videos in different orders (by a hash of run id and video id), so they mostly split the
+work instead of duplicating it.
 
 Which videos are scored:
 
@@ -17,6 +21,7 @@ key being (``video_id``, ``caption_id``, ``critic_id``) as in the scores contrac
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -27,9 +32,8 @@ from lift_core.config import PipelineConfig
 from lift_core.progress import ProgressFn, resolve
 from lift_core.rescore import discovery
 from lift_core.rescore.critic_ref import CriticRef, resolve_critic
-from lift_core.rescore.lock import LeaseLock
 from lift_core.rescore.store import SETTLED_QUARANTINE_STAGE, ScoresStore, new_run_id, utcnow
-from lift_core.rescore.trend import TREND_COLUMNS, batch_stats, daily_trend, plot_trend
+from lift_core.rescore.trend import batch_stats, plot_trend, store_trend
 from lift_core.schemas import quarantine_row
 
 log = logging.getLogger("lift.rescore")
@@ -48,7 +52,7 @@ class RescoreReport:
     batch_stats: list[dict[str, Any]]  # per dimension, over this run's scored videos
     mean_reward: float | None  # mean ``reward`` of this run's scored videos
     alert: str | None  # why the batch is below ``rescore.min_mean_reward``, else None
-    outputs: dict[str, Any] = field(default_factory=dict)  # trend_png, summary, parts
+    outputs: dict[str, Any] = field(default_factory=dict)  # trend_png, summary, versions, store_version
     trend: list[dict[str, Any]] = field(default_factory=list)  # daily means over the whole store
     started_at: str = ""
     finished_at: str = ""
@@ -117,9 +121,8 @@ def run_rescore(
     uris = list(generations or rc.generations)
     if not uris:
         raise ValueError("no generations to watch: pass --generations or set rescore.generations")
-    st = ScoresStore(store or rc.store)
+    st = ScoresStore(store or rc.store, retries=rc.commit_retries)  # its first read migrates an old Parquet store
     run_id, started = new_run_id(), utcnow()
-    st.sweep_temp_files(rc.temp_ttl_s)
     ref = resolve_critic(cfg, critic)
     progress(0.0, f"critic {ref.critic_id} ({ref.adapter}); listing {len(uris)} location(s)")
 
@@ -134,43 +137,57 @@ def run_rescore(
     counts = {"listed": len(listing.files), "copies": n_copies, "hashed": len(new_index)}
     progress(0.05, f"{len(listing.files)} videos listed, {len(new_index)} hashed, {n_copies} copies")
 
-    lock = LeaseLock(storage.join(st.locks_uri, f"{ref.critic_id}.lock"), rc.lock_ttl_s, rc.lock_wait_s)
-    with lock:
-        # Plan under the lock: whatever a concurrent run committed before we got it is already done.
-        pairs = st.scored_pairs()
-        scored_any = {vid for vid, _ in pairs}
-        done_here = {vid for vid, cid in pairs if cid == ref.critic_id}
-        pending = [f for f in files if f.video_id not in done_here]
-        todo = pending if rescore_all else [f for f in pending if f.video_id not in scored_any]
-        todo, no_caption = discovery.attach_captions(todo, copies)
-        counts.update({"already_done": len(files) - len(pending),
-                       "pending_for_critic": len(pending), "new": len(todo) + len(no_caption)})
-        problems = _new_problems(st, [*listing.quarantine, *unreadable, *no_caption], ref.critic_id)
-        st.append_quarantine(problems, run_id, 0)
-        progress(0.1, f"{len(todo)} to score ({'rescore-all' if rescore_all else 'new videos'}), "
-                      f"{len(problems)} unusable inputs quarantined")
+    pairs = st.scored_pairs()
+    seen_version = st.version()
+    scored_any = {vid for vid, _ in pairs}
+    done_here = {vid for vid, cid in pairs if cid == ref.critic_id}
+    pending = [f for f in files if f.video_id not in done_here]
+    todo = pending if rescore_all else [f for f in pending if f.video_id not in scored_any]
+    todo, no_caption = discovery.attach_captions(todo, copies)
+    todo.sort(key=lambda f: hashlib.sha256(f"{run_id}/{f.video_id}".encode()).digest())
+    counts.update({"already_done": len(files) - len(pending),
+                   "pending_for_critic": len(pending), "new": len(todo) + len(no_caption)})
+    problems = _new_problems(st, [*listing.quarantine, *unreadable, *no_caption], ref.critic_id)
+    st.append_quarantine(problems, run_id, 0)
+    progress(0.1, f"{len(todo)} to score ({'rescore-all' if rescore_all else 'new videos'}), "
+                  f"{len(problems)} unusable inputs quarantined")
 
-        scored_rows, quarantined, parts = [], list(problems), []
-        if todo:
-            scorer = (scorer_factory or default_scorer_factory(cfg))(ref)
-            if getattr(scorer, "critic_id", ref.critic_id) != ref.critic_id:
-                raise RuntimeError(f"the loaded critic is {scorer.critic_id}, expected {ref.critic_id}")
-            step = max(1, rc.batch_size)
-            with ThreadPoolExecutor(max(1, rc.decode_workers)) as pool:
-                for seq, start in enumerate(range(0, len(todo), step), start=1):
-                    rows, bad = score_batch(cfg, scorer, todo[start:start + step], pool)
-                    st.append_quarantine([{**q, "critic_id": ref.critic_id} for q in bad], run_id, seq)
-                    part = st.append_scores(rows, run_id, seq)  # one committed part = the unit of resume
-                    parts += [part] if part else []
-                    scored_rows += rows
-                    quarantined += bad
-                    lock.heartbeat()
-                    done = min(start + step, len(todo))
-                    progress(0.1 + 0.8 * done / len(todo), f"scored {done}/{len(todo)}")
+    scored_rows, quarantined, versions, stored, taken = [], list(problems), [], 0, 0
+    if todo:
+        scorer = (scorer_factory or default_scorer_factory(cfg))(ref)
+        if getattr(scorer, "critic_id", ref.critic_id) != ref.critic_id:
+            raise RuntimeError(f"the loaded critic is {scorer.critic_id}, expected {ref.critic_id}")
+        step = max(1, rc.batch_size)
+        queue, done, seq = list(todo), 0, 0
+        with ThreadPoolExecutor(max(1, rc.decode_workers)) as pool:
+            while queue:
+                version = st.version()
+                if version != seen_version:  # another run committed: skip what it settled for this critic
+                    settled = {vid for vid, cid in st.scored_pairs() if cid == ref.critic_id}
+                    kept = [f for f in queue if f.video_id not in settled]
+                    taken += len(queue) - len(kept)
+                    queue, seen_version = kept, version
+                    if not queue:
+                        break
+                batch, queue, seq = queue[:step], queue[step:], seq + 1
+                rows, bad = score_batch(cfg, scorer, batch, pool)
+                st.append_quarantine([{**q, "critic_id": ref.critic_id} for q in bad], run_id, seq)
+                merged = st.append_scores(rows, run_id, seq)  # one commit per batch = the unit of resume
+                if merged:
+                    versions.append(merged["version"])
+                    stored += merged["inserted"]
+                    seen_version = merged["version"] if merged["version"] == (seen_version or 0) + 1 else seen_version
+                scored_rows += rows
+                quarantined += bad
+                done += len(batch)
+                progress(0.1 + 0.8 * done / len(todo), f"scored {done}/{len(todo)}")
 
     # quarantined: rows added to the quarantine table now; unusable: every input this run could not use
     # (a file without a caption stays unusable, but is quarantined once).
-    counts.update({"scored": len(scored_rows), "quarantined": len(quarantined),
+    # stored: rows this run's MERGEs inserted (a key another run stored first is not stored twice);
+    # settled_by_other_run: videos another run scored while this one was working.
+    counts.update({"scored": len(scored_rows), "stored": stored, "settled_by_other_run": taken,
+                   "quarantined": len(quarantined),
                    "unusable": len(listing.quarantine) + len(unreadable) + len(no_caption)
                    + len(quarantined) - len(problems)})
     stats = batch_stats(scored_rows)
@@ -180,10 +197,18 @@ def run_rescore(
         alert = (f"mean reward {mean:.4f} of the {len(scored_rows)} new videos is below "
                  f"rescore.min_mean_reward={rc.min_mean_reward:g} (critic {ref.critic_id})")
 
-    outputs: dict[str, Any] = {"store": st.uri, "parts": parts}
-    trend = daily_trend(st.read_scores(["critic_id", "scored_at", "generated_at", *TREND_COLUMNS]))
+    outputs: dict[str, Any] = {"store": st.uri, "scores_table": st.scores_uri, "versions": versions}
+    if st.migration:
+        outputs["migrated"] = st.migration
+    maintenance = st.maintain(rc.compact_min_files, rc.vacuum_retention_hours)
+    if maintenance:
+        outputs["maintenance"] = maintenance
+    outputs["store_version"] = st.version()
+    # The trend reads the scores table at the version it names (not a later writer's).
+    trend = store_trend(st, version=outputs["store_version"])
     if trend:
-        storage.write_bytes_atomic(st.trend_uri, plot_trend(trend, ref.critic_id, rc.min_mean_reward))
+        png = plot_trend(trend, ref.critic_id, rc.min_mean_reward, version=outputs["store_version"])
+        storage.write_bytes_atomic(st.trend_uri, png)
         outputs["trend_png"] = st.trend_uri
     report = RescoreReport(
         run_id=run_id, store=st.uri, critic_id=ref.critic_id, adapter=ref.adapter,

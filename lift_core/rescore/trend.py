@@ -1,5 +1,8 @@
 """Reward trends over the whole scores store: mean reward per day, per dimension and per critic.
 
+``store_trend`` reads them from the store's Delta table (at its latest version, or any version still
+kept: the trend as it was then).
+
 The day of a score is the day its video was generated (the file's modification time), falling back
 to the day it was scored, so a regression in new generations shows up on the day it was produced.
 Scores of different critics are never averaged together: each critic is its own line.
@@ -55,10 +58,19 @@ def daily_trend(scores: pa.Table) -> list[dict[str, Any]]:
     return out
 
 
+def store_trend(store: Any, version: int | None = None) -> list[dict[str, Any]]:
+    """``daily_trend`` of a ``ScoresStore``'s scores table at ``version`` (default: the latest)."""
+    return daily_trend(store.read_scores(["critic_id", "scored_at", "generated_at", *TREND_COLUMNS], version=version))
+
+
 def plot_trend(
-    trend: Sequence[dict[str, Any]], current_critic: str | None = None, threshold: float | None = None
+    trend: Sequence[dict[str, Any]], current_critic: str | None = None, threshold: float | None = None,
+    version: int | None = None,
 ) -> bytes:
-    """PNG bytes: one panel per dimension plus overall, one line per critic (the current one bold)."""
+    """PNG bytes: one panel per dimension plus overall, one line per critic (the current one bold).
+
+    ``version``: the scores table's version the trend was read at, named in the title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,7 +103,8 @@ def plot_trend(
     if threshold is not None:
         axes.flat[3].legend(fontsize=7, loc="best")
     n = sum(r["n"] for r in trend)
-    fig.suptitle(f"Scores store: {n} scores, {len(by_critic)} critic(s), by generation day", fontsize=11)
+    at = f" (table version {version})" if version is not None else ""
+    fig.suptitle(f"Scores store{at}: {n} scores, {len(by_critic)} critic(s), by generation day", fontsize=11)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.1, hspace=0.35, wspace=0.2)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -137,7 +137,7 @@ def test_the_retry_condition_retries_only_transient_errors():
 
     from flows.rescore_generations import _retry_on_io_errors
     from lift_core.config import ConfigError
-    from lift_core.rescore.lock import LockTimeout
+    from lift_core.rescore.store import StoreBusy
 
     def retried(err: BaseException) -> bool:
         return _retry_on_io_errors(None, None, Failed(data=err))
@@ -145,7 +145,7 @@ def test_the_retry_condition_retries_only_transient_errors():
     assert retried(ConnectionResetError("connection reset by peer")) and retried(TimeoutError("read timed out"))
     assert not retried(FileNotFoundError("generations URI not found: /runs/demo/incoming"))
     assert not retried(PermissionError("denied")) and not retried(ConfigError("rescore.store: bad"))
-    assert not retried(LockTimeout("another run holds the lock"))
+    assert not retried(StoreBusy("other writers kept committing to the store"))
 
 
 # --------------------------------------------------------------------------- the scheduled deployment

@@ -116,7 +116,7 @@ def rescore_cfg(critic_base):
             "critic": {"model": critic_base},
             "decode": {"frames": 4, "height": 56, "width": 56},
             "score": {"batch_size": 8},
-            "rescore": {"store": "{run_root}/scores_store", "batch_size": 4, "lock_wait_s": 120, **rescore},
+            "rescore": {"store": "{run_root}/scores_store", "batch_size": 4, **rescore},
         })
 
     return make
