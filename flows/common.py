@@ -39,16 +39,46 @@ def publish_run_summary(run: "Stages", flow_name: str) -> None:
     print(f"{flow_name}: {len(rows)} tasks, {cached} cache hits")
 
 
+def artifact_ui_url(key: str, flow_run_id: Any = None) -> str | None:
+    """The UI page of artifact ``key``: the version this flow run made, else the key's page (its latest
+    version: a cached task publishes nothing new). None when no UI URL is configured."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    if not ui:
+        return None
+    ui = ui.rstrip("/")
+    if flow_run_id is not None:
+        with get_client(sync_client=True) as client:
+            made = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]),
+                                               flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
+                sort=ArtifactSort.CREATED_DESC, limit=1)
+        if made:
+            return f"{ui}/artifacts/artifact/{made[0].id}"
+    return f"{ui}/artifacts/key/{key}"
+
+
 def publish_results(run: "Stages", flow_name: str) -> str:
     """What the run found (``lift_core.results``), read from its stage outputs: the ``<flow>-results``
-    Markdown artifact, with this flow run's UI link; returns the Markdown."""
+    Markdown artifact, with this flow run's UI link and a link to the evaluation's report artifact (which
+    embeds the plots); returns the Markdown. Waits for the run's stages first."""
     from prefect.artifacts import create_markdown_artifact
     from prefect.runtime import flow_run
 
     from lift_core.results import run_summary, summary_markdown
+    from tasks.common import artifact_key
 
     run.wait()
-    markdown = summary_markdown(run_summary([r["out_uri"] for r in run.results.values()], ui_url=flow_run.ui_url))
+    evaluated = [label for label, stage in run.stage_of.items() if stage == "evaluate" and label in run.results]
+    report_key = artifact_key(evaluated[-1], "report") if evaluated else None
+    report_url = artifact_ui_url(report_key, flow_run.id) if report_key else None
+    summary = run_summary([r["out_uri"] for r in run.results.values()], ui_url=flow_run.ui_url,
+                          report_url=report_url, report_artifact=report_key)
+    markdown = summary_markdown(summary)
     create_markdown_artifact(markdown=markdown, key=f"{flow_name}-results",
-                             description=f"{flow_name}: critic agreement, base vs aligned, report and plots")
+                             description=f"{flow_name}: critic agreement, base vs aligned, link to the report and plots")
     return markdown

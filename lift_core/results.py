@@ -7,10 +7,13 @@
 - base vs aligned: the critic's reward (the signal that trained the aligned model) and, where the
   evaluation has it, the pixel oracle's caption adherence (a judge no critic trained), each with its
   win rate and 95% interval;
-- where ``report.md`` and the plots are, and the Prefect UI link.
+- where ``report.md`` and the plots are, and the Prefect UI links (the run, and the report artifact
+  that embeds the plots, when the caller knows them).
 
 ``summary_markdown`` renders it for the flow's artifact and ``summary_text`` for the terminal. Both
-render the same rows, so the UI and the terminal cannot disagree. eval.json is read defensively: a
+render the same figures, so the UI and the terminal cannot disagree. The terminal lists every output
+file; the artifact links the report artifact for the plots (a browser cannot open a worker's paths)
+and names where the outputs are as plain paths, not as links. eval.json is read defensively: a
 figure it lacks (an older run, a caption outside the synthetic world) is left out, not invented.
 """
 
@@ -41,6 +44,8 @@ class RunSummary:
     n_pairs: int | None = None
     files: list[dict[str, str]] = field(default_factory=list)  # {"what", "path"}
     ui_url: str | None = None
+    report_url: str | None = None  # the UI page of the report artifact (report.md with its plots embedded)
+    report_artifact: str | None = None  # that artifact's key
     notes: list[str] = field(default_factory=list)
 
 
@@ -114,11 +119,14 @@ def _display(uri: str) -> str:
     return storage.local_path(uri) or uri
 
 
-def run_summary(stage_dirs: Mapping[str, str] | Sequence[str], ui_url: str | None = None) -> RunSummary:
+def run_summary(stage_dirs: Mapping[str, str] | Sequence[str], ui_url: str | None = None,
+                report_url: str | None = None, report_artifact: str | None = None) -> RunSummary:
     """The summary of one run from its stage output folders (``{label: folder}`` or a list of folders).
 
     The critic's figures come from the ``train_critic`` folder, base vs aligned from ``evaluate``; a
-    stage that did not finish (no ``_SUCCESS.json``) leaves its section empty with a note.
+    stage that did not finish (no ``_SUCCESS.json``) leaves its section empty with a note. ``ui_url``
+    (the run's page), ``report_url`` and ``report_artifact`` (the report artifact's page and key) come
+    from the orchestrator, which lift_core does not know.
     """
     folders = list(stage_dirs.values()) if isinstance(stage_dirs, Mapping) else list(stage_dirs)
     found: dict[str, dict[str, Any]] = {}
@@ -126,7 +134,7 @@ def run_summary(stage_dirs: Mapping[str, str] | Sequence[str], ui_url: str | Non
         record = storage.read_success(folder)
         if record and record.get("stage") in ("train_critic", "evaluate"):
             found[record["stage"]] = record
-    out = RunSummary(ui_url=ui_url)
+    out = RunSummary(ui_url=ui_url, report_url=report_url, report_artifact=report_artifact)
 
     critic = found.get("train_critic")
     if critic is None:
@@ -201,11 +209,30 @@ def _sections(s: RunSummary) -> list[tuple[str, str, list[dict[str, Any]], list[
     ]
 
 
+def where_rows(files: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The output files as Markdown rows of plain paths (code, not links): one row for the plots' folder."""
+    plots = [f["path"] for f in files if f["what"] == "plot"]
+    rows = [{"what": f["what"], "path": f"`{f['path']}`"} for f in files if f["what"] != "plot"]
+    if plots:
+        folder = plots[0].rsplit("/", 1)[0] + "/"
+        rows.append({"what": f"plots ({len(plots)} files)", "path": f"`{folder}`"})
+    return rows
+
+
 def summary_markdown(s: RunSummary) -> str:
+    """The Markdown of the flow's results artifact: the figures, the report artifact's link for the plots,
+    and where the outputs are (plain paths: a browser cannot open a worker's files)."""
     parts = ["# LiFT run: results"]
     for title, caption, rows, columns in _sections(s):
-        if rows:
+        if rows and title != "Files":
             parts.append(f"## {title}\n\n" + (f"{caption}\n\n" if caption else "") + md_table(_cells(rows, columns), columns))
+    if s.report_url or s.report_artifact:
+        name = f"`{s.report_artifact}`" if s.report_artifact else "report"
+        target = f"[the {name} artifact]({s.report_url})" if s.report_url else f"the {name} artifact of this run"
+        parts.append(f"## Report and plots\n\nThe evaluation report, with its plots embedded: {target}.")
+    if s.files:
+        parts.append("## Where the outputs are\n\nOn the storage the run wrote to (the worker's disk or the "
+                     "bucket): paths, not links.\n\n" + md_table(where_rows(s.files), ["what", "path"]))
     if s.ui_url:
         parts.append(f"Prefect UI: [{s.ui_url}]({s.ui_url})")
     parts += [f"_{n}_" for n in s.notes]
@@ -219,8 +246,10 @@ def summary_text(s: RunSummary) -> str:
             parts += ["", title, *([f"  {caption}"] if caption else []), text_table(rows, columns)]
     if s.ui_url:
         parts += ["", f"Prefect UI: {s.ui_url}"]
+    if s.report_url:
+        parts += [f"Report with its plots (UI): {s.report_url}"]
     parts += [f"note: {n}" for n in s.notes]
     return "\n".join(parts) + "\n"
 
 
-__all__ = ["RunSummary", "run_summary", "summary_markdown", "summary_text", "text_table"]
+__all__ = ["RunSummary", "run_summary", "summary_markdown", "summary_text", "text_table", "where_rows"]

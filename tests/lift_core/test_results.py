@@ -19,7 +19,9 @@ def run_root(tmp_path) -> str:
 
 def test_summary_holds_agreement_vs_majority_base_vs_aligned_files_and_link(run_root, finished_stages):
     dirs = {**finished_stages(run_root), "decode": storage.stage_dir(run_root, "decode", "never-finished")}
-    s = run_summary(dirs, ui_url="http://127.0.0.1:4200/runs/flow-run/abc")
+    report_url = "http://127.0.0.1:4200/artifacts/artifact/r1"
+    s = run_summary(dirs, ui_url="http://127.0.0.1:4200/runs/flow-run/abc", report_url=report_url,
+                    report_artifact="evaluate-report")
 
     assert [r["dimension"] for r in s.agreement] == list(DIMENSIONS)
     for r in s.agreement:
@@ -47,8 +49,14 @@ def test_summary_holds_agreement_vs_majority_base_vs_aligned_files_and_link(run_
     text, md = summary_text(s), summary_markdown(s)
     for rendered in (text, md):
         assert "Critic agreement" in rendered and "Base vs aligned" in rendered and "oracle adherence" in rendered
-        assert paths["report"] in rendered and all(p in rendered for p in plots)
-        assert "http://127.0.0.1:4200/runs/flow-run/abc" in rendered
+        assert paths["report"] in rendered
+        assert "http://127.0.0.1:4200/runs/flow-run/abc" in rendered and report_url in rendered
+    assert all(p in text for p in plots)  # the terminal can open them
+    # The artifact links the report artifact, which embeds the plots; a worker's paths are named as code, not links.
+    assert f"[the `evaluate-report` artifact]({report_url})" in md
+    assert not any(p in md for p in plots)
+    assert f"| plots (2 files) | `{plots[0].rsplit('/', 1)[0]}/` |" in md and f"| report | `{paths['report']}` |" in md
+    assert "](/" not in md and "](file:" not in md
     assert "| semantic | 4 | 0.7500 | 0.5000 | +0.2500 |" in md
     assert "| critic reward |" in md and "[1.0000, 1.0000]" in md  # the oracle's win-rate interval
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("semantic"))
@@ -60,6 +68,7 @@ def test_summary_without_oracle_or_unfinished_stages_says_what_is_missing(run_ro
     assert s.agreement == [] and "oracle adherence" not in {r["metric"] for r in s.comparison}
     assert any("train_critic" in n for n in s.notes) and any("pixel-oracle" in n for n in s.notes)
     assert "no finished train_critic" in summary_text(s)
+    assert "Report and plots" not in summary_markdown(s)  # no link the caller did not give
 
     empty = run_summary({})
     assert empty.comparison == [] and len(empty.notes) == 2 and "LiFT run: results" in summary_text(empty)

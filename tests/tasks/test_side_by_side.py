@@ -29,6 +29,8 @@ pytestmark = pytest.mark.integration
 OUTPUTS = {"synth": ["hra_json"], "ingest": ["manifest", "prompts"], "decode": ["frames"],
            "train_critic": ["adapter"], "generate": ["generated"], "score": ["scores"], "align": ["lora"],
            "evaluate": ["report_md"], "fake_gpu": ["done"]}
+LABELS = ["synth", "ingest", "decode", "train-critic", "generate-base-train", "decode-generated", "score", "align",
+          "evaluate"]  # lift-full's task runs, in its recipe's order
 SECONDS = {"train-critic": 2.5, "generate-base-train": 1.2, "decode-generated": 0.8}  # by task label
 
 
@@ -125,10 +127,6 @@ def _lift_full(tmp_path, *extra: str):
                                                             *extra], return_state=True)
 
 
-LABELS = ["synth", "ingest", "decode", "train-critic", "generate-base-train", "decode-generated", "score", "align",
-          "evaluate"]
-
-
 def test_lift_full_trains_the_critic_while_the_base_model_generates(prefect_api, recorder, tmp_path):
     state = _lift_full(tmp_path)
     assert state.is_completed(), state.message
@@ -151,12 +149,17 @@ def test_lift_full_trains_the_critic_while_the_base_model_generates(prefect_api,
     run_table = PrefectArtifact.get("lift-full-run")
     rows = json.loads(run_table.data) if isinstance(run_table.data, str) else run_table.data
     assert [(r["task"], r["state"]) for r in rows] == [(label, "Completed") for label in LABELS]
+    # The results artifact points to this run's report artifact (the plots are in it), not at worker paths.
+    report = PrefectArtifact.get("lift-full-results").data
+    assert "[the `evaluate-report` artifact](" in report and "/artifacts/artifact/" in report
 
     # A rerun is all cache hits: the stage keys, computed once the inputs exist, are the cache keys.
     again = _lift_full(tmp_path)
     assert again.is_completed(), again.message
     assert again.result() == results
     assert _task_states(again) == dict.fromkeys(LABELS, "Cached")
+    # No evaluate task ran in the rerun: the link is the report key's page (its latest version).
+    assert "/artifacts/key/evaluate-report" in PrefectArtifact.get("lift-full-results").data
 
 
 def test_a_failed_branch_fails_the_flow_with_its_own_error(prefect_api, recorder, tmp_path):
