@@ -123,6 +123,30 @@ def test_secrets_come_only_from_env():
     assert env_of("prefect-worker")["PREFECT_API_AUTH_STRING"].startswith("${PREFECT_AUTH_STRING:?")
 
 
+def test_the_api_and_its_services_keep_events_and_concurrency_leases_in_redis(monkeypatch):
+    """The API (``--no-services``) and the background services are two processes. The GPU limit's
+    leases live in Redis, which both reach: in the API's memory, the services' repossessor would never
+    see them and never free the slots of a holder that died (issue 26). The settings are read back
+    through Prefect's own settings model, so a misspelt name fails here."""
+    from prefect.settings import Settings
+
+    server, services = env_of("prefect-server"), env_of("prefect-services")
+    assert server == services  # one definition for both processes
+    placeholders = {k: f"<{k.lower()}>" for k in ENV_EXAMPLE}
+    for key, value in server.items():
+        monkeypatch.setenv(key, interpolate(value, placeholders))
+    settings = Settings()
+    assert settings.server.concurrency.lease_storage == "prefect_redis.lease_storage"
+    assert settings.server.events.messaging_broker == settings.server.events.messaging_cache == "prefect_redis.messaging"
+    assert server["PREFECT_REDIS_MESSAGING_HOST"] == "redis" and "redis" in SERVICES
+    assert server["PREFECT_REDIS_MESSAGING_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    assert SERVICES["redis"]["command"][-1] == "${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}"  # --requirepass
+    for name in ("prefect-server", "prefect-services"):
+        # The official image, which installs prefect[redis] (prefect-redis: the lease storage and messaging).
+        assert SERVICES[name]["image"].startswith("prefecthq/prefect:"), name
+    assert "redis" in SERVICES["prefect-server"]["depends_on"] and "prefect-server" in SERVICES["prefect-services"]["depends_on"]
+
+
 def test_every_variable_the_code_reads_is_set_where_the_code_runs():
     reads = code_env_reads()
     assert {"LIFT_REPO", "LIFT_RAY_ADDRESS"} <= reads  # the scan sees what it must
@@ -131,8 +155,13 @@ def test_every_variable_the_code_reads_is_set_where_the_code_runs():
     assert worker["LIFT_REPO"] == "/opt/lift" and worker["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     s3 = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FSSPEC_S3_ENDPOINT_URL"}
     for name in CODE_SERVICES:
-        assert s3 <= set(env_of(name)), name
-        assert env_of(name)["FSSPEC_S3_ENDPOINT_URL"] == "http://minio:9000"
+        env = env_of(name)
+        assert s3 <= set(env), name
+        # s3fs (fsspec's FSSPEC_S3_*) and the clients that read AWS's own names (delta-rs) reach one MinIO.
+        endpoints = {env[k] for k in ("FSSPEC_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3") if k in env}
+        assert endpoints == {"http://minio:9000"}, (name, endpoints)
+        if "AWS_REGION" in env:
+            assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"], name
 
 
 def test_worker_and_ray_share_the_project_image_with_shared_memory_for_ray():
