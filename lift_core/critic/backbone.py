@@ -68,9 +68,16 @@ class CriticBackbone(ABC):
             return PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable).to(device)
 
     # ------------------------------------------------------------------ prompts and batches
-    @abstractmethod
     def prompt_text(self, processor: Any, caption: str, dimension: str) -> str:
         """The chat-templated user turn (video, caption, question), ending where the answer begins."""
+        from lift_core.critic.prompts import build_user_text
+
+        return self.chat_prompt(processor, build_user_text(caption, dimension))
+
+    @abstractmethod
+    def chat_prompt(self, processor: Any, user_text: str) -> str:
+        """The chat-templated user turn of the video and ``user_text``, ending where the answer begins
+        (LiFT's prompts and the demo VLM's pre-training prompts alike)."""
 
     @abstractmethod
     def encode(
@@ -317,6 +324,18 @@ def encode_batch(
         raise ValueError("encode_batch: empty batch")
     family, proc = loaded.backbone, loaded.processor
     prompts = [family.prompt_text(proc, bounded_caption(proc, c), d) for c, d in zip(captions, dimensions)]
+    return encode_prompts(loaded, videos, prompts, answers)
+
+
+def encode_prompts(
+    loaded: LoadedCritic,
+    videos: Sequence[np.ndarray],
+    prompts: Sequence[str],
+    answers: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """``encode_batch`` for chat-templated prompts (``CriticBackbone.chat_prompt``): left-padded
+    scoring inputs, or right-padded training inputs with ``labels`` on the answers."""
+    family, proc = loaded.backbone, loaded.processor
     training = answers is not None
     texts = [p + a + family.end_of_turn for p, a in zip(prompts, answers)] if training else prompts
     inputs = family.encode(proc, _checked_videos(videos), texts,

@@ -12,7 +12,6 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from lift_core.critic.backbone import CriticBackbone
-from lift_core.critic.prompts import build_user_text
 
 
 class AutoVideoVLM(CriticBackbone):
@@ -38,19 +37,12 @@ class AutoVideoVLM(CriticBackbone):
             )
         return net
 
-    def messages(self, caption: str, dimension: str) -> list[dict[str, Any]]:
-        """The user turn: the video, then the caption followed by the question."""
-        return [
-            {
-                "role": "user",
-                "content": [{"type": "video"}, {"type": "text", "text": build_user_text(caption, dimension)}],
-            }
-        ]
+    def messages(self, user_text: str) -> list[dict[str, Any]]:
+        """The user turn: the video, then the text (LiFT's: the caption followed by the question)."""
+        return [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": user_text}]}]
 
-    def prompt_text(self, processor: Any, caption: str, dimension: str) -> str:
-        return processor.apply_chat_template(
-            self.messages(caption, dimension), tokenize=False, add_generation_prompt=True
-        )
+    def chat_prompt(self, processor: Any, user_text: str) -> str:
+        return processor.apply_chat_template(self.messages(user_text), tokenize=False, add_generation_prompt=True)
 
     def video_kwargs(self, frame_size: tuple[int, int] | None) -> dict[str, Any]:
         """The processor's ``videos_kwargs`` for frames resized to ``frame_size`` (the family's own)."""

@@ -29,7 +29,6 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from lift_core.critic.backbone import CriticBackbone, register_backbone
-from lift_core.critic.prompts import build_user_text
 
 VICUNA_V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                     "The assistant gives helpful, detailed, and polite answers to the user's questions.")
@@ -127,8 +126,8 @@ class Vila(CriticBackbone):
         return load_lift_adapter(model, adapter).to(device)
 
     # ------------------------------------------------------------------ prompts and batches
-    def prompt_text(self, processor: Any, caption: str, dimension: str) -> str:
-        return vicuna_v1(VIDEO + build_user_text(caption, dimension))
+    def chat_prompt(self, processor: Any, user_text: str) -> str:
+        return vicuna_v1(VIDEO + user_text)
 
     def encode(
         self,

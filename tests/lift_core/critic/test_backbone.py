@@ -200,8 +200,8 @@ def test_a_registered_backbone_is_selectable_from_config(registered, tiny_critic
 
         name = "qwen2-vl-question-first"
 
-        def messages(self, caption, dimension):
-            turn = super().messages(caption, dimension)
+        def messages(self, user_text):
+            turn = super().messages(user_text)
             turn[0]["content"].reverse()
             return turn
 
