@@ -4,6 +4,7 @@
     python infra/local_stack.py demo --config configs/demo.yaml --port 4200   # start, deploy, run, wait
     python infra/local_stack.py up --port 4200                                # server + worker only
     python infra/local_stack.py down                                          # stop what was started
+    python infra/local_stack.py schedule     # after `prefect deploy` against any server (PREFECT_API_URL)
 
 State lives in ``.prefect-local/`` of the checkout: ``home/`` (PREFECT_HOME, with the SQLite
 database), ``server.log``, ``worker.log`` and ``pids.json``. The demo writes its outputs where its
@@ -14,6 +15,12 @@ Idempotent: ``up``/``demo`` reuse a healthy server on the port and a live worker
 (killed, machine restarted) is replaced, and flow runs it left ``Running`` are marked ``Crashed``,
 so triggering the deployment again resumes the pipeline from its cache and partial outputs.
 
+The schedule of ``rescore-generations/scheduled`` is ``rescore.cron`` (and ``rescore.timezone``) of the
+config that deployment runs (its ``config`` and ``overrides`` parameters): after ``prefect deploy``
+registers prefect.yaml's default, ``deploy`` sets the deployed schedule from that config
+(``sync_rescore_schedule``); ``schedule`` does only that, against the server of PREFECT_API_URL (with
+PREFECT_API_AUTH_STRING where the server wants one: the docker-compose stack).
+
 ``up`` and ``down`` need only the standard library and psutil (processes, their start times and
 children on any OS, without ``/proc``), so they run before the pipeline is importable; ``demo``
 also reads the run back through ``lift_core`` (installed by then): progress bars from the tasks'
@@ -23,6 +30,7 @@ progress artifacts while it waits, and the results summary when the run ends.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -39,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / ".prefect-local"
 POOL = "local"
 DEPLOYMENT = "lift-full/lift-full"
+RESCORE_DEPLOYMENT = "rescore-generations/scheduled"
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
@@ -79,9 +88,11 @@ def prefect_bin() -> str:
 def api(env: dict[str, str], path: str, body: Any = None, method: str | None = None, timeout: float = 30.0) -> Any:
     """One call of the Prefect REST API (JSON in, JSON out)."""
     data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    if env.get("PREFECT_API_AUTH_STRING"):  # as Prefect's client sends it (a server with an auth string)
+        headers["Authorization"] = "Basic " + base64.b64encode(env["PREFECT_API_AUTH_STRING"].encode()).decode()
     req = urllib.request.Request(f"{env['PREFECT_API_URL']}{path}", data=data,
-                                 method=method or ("POST" if body is not None else "GET"),
-                                 headers={"Content-Type": "application/json"})
+                                 method=method or ("POST" if body is not None else "GET"), headers=headers)
     for attempt in range(6):
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -296,12 +307,47 @@ def mark_orphans_crashed(env: dict[str, str]) -> list[str]:
 
 
 def deploy(env: dict[str, str], names: list[str] | None = None) -> None:
-    """``prefect --no-prompt deploy`` of prefect.yaml (all deployments unless ``names``)."""
+    """``prefect --no-prompt deploy`` of prefect.yaml (all deployments unless ``names``); then the
+    rescoring schedule from its config (``sync_rescore_schedule``)."""
     args = [prefect_bin(), "--no-prompt", "deploy"]
     args += [a for n in names for a in ("--name", n)] if names else ["--all"]
     proc = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"prefect deploy failed:\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}")
+    if not names or RESCORE_DEPLOYMENT in names:
+        sync_rescore_schedule(env)
+
+
+def sync_rescore_schedule(env: dict[str, str], name: str = RESCORE_DEPLOYMENT) -> dict[str, str] | None:
+    """Give the deployed ``name`` the schedule of the config it runs: ``rescore.cron`` in ``rescore.timezone``
+    of its ``config`` parameter with its ``overrides``. Returns that schedule, or None when ``name`` is not
+    deployed. A schedule that already matches is left alone (its planned runs stay); another one is
+    replaced, and the server drops the runs it had planned."""
+    try:
+        dep = api(env, f"/deployments/name/{name}")
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            return None
+        raise
+    _lift()
+    from flows.common import load_flow_config
+
+    params = dep.get("parameters") or {}
+    rescore = load_flow_config(params.get("config") or "configs/demo.yaml", params.get("overrides") or [])["rescore"]
+    want = {"cron": rescore["cron"], "timezone": rescore["timezone"]}
+    schedules = dep.get("schedules") or []
+    have = [{k: (s.get("schedule") or {}).get(k) for k in want} for s in schedules]
+    if have == [want]:
+        return want
+    if len(schedules) == 1:
+        api(env, f"/deployments/{dep['id']}/schedules/{schedules[0]['id']}", {"schedule": want}, method="PATCH")
+    else:
+        for s in schedules:
+            api(env, f"/deployments/{dep['id']}/schedules/{s['id']}", method="DELETE")
+        api(env, f"/deployments/{dep['id']}/schedules", [{"schedule": want, "active": True}])
+    print(f"{name}: schedule {want['cron']} ({want['timezone']}) from rescore.cron of {params.get('config')}",
+          flush=True)
+    return want
 
 
 def trigger(env: dict[str, str], name: str = DEPLOYMENT, params: dict[str, Any] | None = None) -> str:
@@ -417,7 +463,7 @@ def down(home: Path = STATE) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["demo", "up", "down"])
+    ap.add_argument("command", choices=["demo", "up", "down", "schedule"])
     ap.add_argument("--config", default="configs/demo.yaml")
     ap.add_argument("--port", type=int, default=int(os.environ.get("PREFECT_PORT", 4200)))
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the demo run")
@@ -425,6 +471,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.command == "down":
         down()
+        return
+    if args.command == "schedule":
+        if not os.environ.get("PREFECT_API_URL"):
+            raise SystemExit("schedule: set PREFECT_API_URL (and PREFECT_API_AUTH_STRING for the compose stack)")
+        if sync_rescore_schedule(dict(os.environ)) is None:
+            raise SystemExit(f"schedule: {RESCORE_DEPLOYMENT} is not deployed (run `prefect --no-prompt deploy --all`)")
         return
     env = up(args.port)
     ui = f"http://127.0.0.1:{args.port}"
