@@ -1,7 +1,7 @@
-"""``lift-full``: the whole LiFT DAG as one recipe.
+r"""``lift-full``: the whole LiFT DAG as one recipe.
 
-synth (demo data) -> ingest -> decode -> train critic   ----------------------------> score -> align -> evaluate
-                              \\-> generate (base model) -> decode generated videos --/
+synth (demo data) -> ingest -> decode -> train critic --------------------------------> score -> align -> evaluate
+                       \-> generate (base model; the prompts) -> decode generated --/
 
 Each step is a cached, retried Prefect task; a rerun with the same inputs is all cache hits, and a
 crashed stage resumes from its partial output. Every stage is submitted at once and starts when the

@@ -53,6 +53,8 @@ class StageFuture:
     def __getitem__(self, key: Any) -> "Ref":
         return Ref(self, (key,))
 
+    __iter__ = None  # indexing gives references, not items: not iterable
+
     def __repr__(self) -> str:
         return f"StageFuture({self.label!r}, done={self.done()})"
 
@@ -66,6 +68,8 @@ class Ref:
 
     def __getitem__(self, key: Any) -> "Ref":
         return Ref(self.source, (*self.path, key))
+
+    __iter__ = None  # not iterable: ``result()`` gives the value
 
     def result(self) -> Any:
         value: Any = self.source.result()
