@@ -195,10 +195,32 @@ class CurriculumPhase(Section):
         return value
 
 
+class CriticPretrainConfig(Section):
+    """Pre-training of a ``build_tiny`` critic base on generic video-text supervision of the synthetic
+    world (``lift_core.critic.pretrain``): what a general VLM knows (what a clip shows, how it looks and
+    moves), never LiFT-HRA's questions or labels. Part of the tiny build's record."""
+
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        max_steps=3000, batch_size=16, lr=1e-3, warmup_steps=50, lr_schedule="cosine", checkpoint_every=500))
+    # Relative frequency of each generic task (see lift_core.critic.pretrain.TASKS).
+    task_weights: dict[str, float] = Field(default_factory=lambda: {
+        "describe": 1.0, "appearance": 1.0, "motion": 1.0, "match": 1.0})
+    eval_clips: int = Field(256, ge=8)  # held-apart clips per task for the build record's figures
+    cpus_per_worker: float = 2.0
+    max_failures: int = 0
+    keep_checkpoints: int = 1
+
+
 class CriticConfig(Section):
-    model: str = "{run_root}/models/critic-base"  # hub id or local dir
+    # hub id, local dir, or ``catalog:<name>``: a model shipped in the catalog (``data.catalog``'s
+    # ``models``), checked against its sha256 at load.
+    model: str = "{run_root}/models/critic-base"
     backbone: str = "qwen2-vl"  # a registered critic backbone (lift_core.critic.backbone)
-    build_tiny: TinyCriticConfig | None = None  # build a tiny model into `model` if it is missing
+    # With ``model`` a directory: build a tiny model into it if it is missing. With ``model`` a catalog
+    # entry: the build the shipped model must have come from; another builds its own (``build_dir``).
+    build_tiny: TinyCriticConfig | None = None
+    pretrain: CriticPretrainConfig | None = None  # with build_tiny: pre-train it (the demo's VLM base)
+    build_dir: str = "{run_root}/models/critic-base"  # where a build of a catalog ref's settings goes
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train: CriticTrainConfig = Field(default_factory=CriticTrainConfig)
     label_values: dict[str, float] = Field(default_factory=lambda: {"Good": 1.0, "Normal": 0.5, "Bad": 0.0})
@@ -280,16 +302,32 @@ class T2VPretrainConfig(Section):
     kl_weight: float = 1e-6  # a nearly plain autoencoder: the latent only has to be smooth enough to sample
     initial_logvar: float = -6.0  # posterior log-variance at the start (see lift_core.t2v.pretrain)
     scaling_clips: int = Field(64, ge=2)  # clips that set the VAE's scaling_factor (unit-variance latents)
+    # Web captions are noisy, so web-trained T2V bases follow their prompts only partly, and LiFT's
+    # alignment has their right samples to select. Per attribute (colour, shape, count, direction):
+    # the probability that a pre-training caption's word is replaced by another value (the clip stays
+    # as rendered, the caption stays a training combination).
+    caption_noise: dict[str, float] = Field(default_factory=dict)
     cpus_per_worker: float = 2.0
     max_failures: int = 0
     keep_checkpoints: int = 1
 
+    @field_validator("caption_noise")
+    @classmethod
+    def _known_attributes(cls, value: dict[str, float]) -> dict[str, float]:
+        known = ("colour", "shape", "count", "direction")
+        bad = {k: v for k, v in value.items() if k not in known or not 0.0 <= float(v) < 1.0}
+        if bad:
+            raise ValueError(f"caption_noise: {bad}: keys must be some of {list(known)}, values in [0, 1)")
+        return value
+
 
 class T2VConfig(Section):
+    # hub id, local dir, or ``catalog:<name>`` (a shipped model, checked against its sha256 at load)
     model: str = "{run_root}/models/t2v-base"
     family: str = "cogvideox"  # a registered T2V family (lift_core.t2v.spec.SPECS)
     build_tiny: TinyT2VConfig | None = None
     pretrain: T2VPretrainConfig | None = None  # with build_tiny: pre-train it on the synthetic world
+    build_dir: str = "{run_root}/models/t2v-base"  # where a build of a catalog ref's settings goes
     height: int = 480
     width: int = 720
     num_frames: int = 49  # must be 4k+1
@@ -379,6 +417,9 @@ class EvaluateConfig(Section):
     seed: int = 1234  # base of the per-(prompt, index) seeds; base and aligned use the same ones
     split: str = "test"  # held-out prompts
     videos_per_prompt: int | None = None  # None: generate.videos_per_prompt
+    # A folder (local or s3://) that receives the aligned model's evaluation videos with their captions
+    # (captions.json): new generations for a watched rescore folder (the demo's scheduled rescoring).
+    publish_generations: str | None = None
 
 
 class RescoreConfig(Section):

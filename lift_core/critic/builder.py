@@ -108,8 +108,9 @@ def train_tokenizer(vocab_size: int, special_tokens: Sequence[str], *, eos_token
     return fast
 
 
-def build_tiny_critic(out_dir: str, cfg: TinyCriticConfig) -> str:
-    """Build the tiny critic into the local directory ``out_dir`` (written atomically); returns it."""
+def build_tiny_critic(out_dir: str, cfg: TinyCriticConfig, build: dict | None = None) -> str:
+    """Build the tiny critic into the local directory ``out_dir`` (written atomically); returns it.
+    ``build`` (``build_record``) goes into its record."""
     import torch
 
     from lift_core.critic.backbone import get_backbone
@@ -120,14 +121,27 @@ def build_tiny_critic(out_dir: str, cfg: TinyCriticConfig) -> str:
     # Seeded here, so a backbone's build_tiny need not: the random weights follow build_tiny.seed.
     torch.manual_seed(cfg.seed)
     model, processor = get_backbone(cfg.architecture).build_tiny(cfg)
-    tmp = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
     record = {"built_by": "lift_core.critic.builder", "config": cfg.model_dump(mode="json"),
+              "build": build or {"build_tiny": cfg.model_dump(mode="json")},
               "parameters": sum(p.numel() for p in model.parameters())}
-    try:
+
+    def write(tmp: str) -> None:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         with open(os.path.join(tmp, BUILD_RECORD), "w") as f:
             json.dump(record, f, indent=2)
+
+    _publish(write, out_dir)
+    log.info("built tiny critic (%d parameters) in %s", record["parameters"], out_dir)
+    return out_dir
+
+
+def _publish(write, out_dir: str) -> None:
+    """``write(tmp)`` a model folder, then move it into ``out_dir`` (replacing what was there)."""
+    tmp = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        os.makedirs(tmp)
+        write(tmp)
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
         os.makedirs(os.path.dirname(out_dir) or ".", exist_ok=True)
@@ -135,34 +149,116 @@ def build_tiny_critic(out_dir: str, cfg: TinyCriticConfig) -> str:
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("built tiny critic (%d parameters) in %s", record["parameters"], out_dir)
-    return out_dir
 
 
-def built_config(model_dir: str) -> dict | None:
-    """The ``TinyCriticConfig`` (as JSON) a tiny critic dir was built from; None when it is not one."""
+def build_record(cfg: PipelineConfig) -> dict:
+    """What decides a tiny critic build: the backbone, ``critic.build_tiny`` and, when pre-trained,
+    ``critic.pretrain`` and the clip and input shapes its data has."""
+    c = cfg.critic
+    record: dict = {"backbone": c.backbone, "build_tiny": c.build_tiny.model_dump(mode="json")}
+    if c.pretrain is not None:
+        s = cfg.data.synthetic
+        from lift_core.train.loop import decisive_training_values
+
+        record["pretrain"] = decisive_training_values(c.pretrain.model_dump(mode="json"))
+        record["shape"] = {
+            "clip": None if s is None else {k: getattr(s, k) for k in ("height", "width", "num_frames", "fps")},
+            "input": {"frames": cfg.decode.frames, "height": cfg.decode.height, "width": cfg.decode.width},
+        }
+    return record
+
+
+def recipe_fingerprint() -> str:
+    """The source of what a tiny critic build runs: builder, tokenizer, backbone config, pre-training
+    recipe, and the world's renderer and video codec that make its data."""
+    from lift_core import shipped
+    from lift_core.critic import pretrain as p
+    from lift_core.critic.backbones.qwen2_vl import Qwen2VL
+    from lift_core.video import io, synth
+
+    return shipped.recipe_fingerprint([
+        build_tiny_critic, train_tokenizer, tokenizer_corpus, _synthetic_corpus, Qwen2VL.tiny_config,
+        Qwen2VL.tiny_vision_config, Qwen2VL.build_tiny, p._seed, p.describe, p.sample_clip_spec,
+        p._other_description, p.clip_frames, p.make_examples, p.answer_token_loss, p.VlmPretrainRecipe,
+        synth.render, synth._shape_mask, synth._degrade, synth._box_blur, io.encode_mp4,
+    ], values={"tasks": p.TASKS, "prompts": p.PROMPTS, "appearance": p.APPEARANCE, "movement": p.MOVEMENT})
+
+
+def build_pretrained_tiny_critic(out_dir: str, cfg: PipelineConfig, progress=None) -> dict:
+    """Build the tiny critic, pre-train it (``lift_core.critic.pretrain``) and publish it at ``out_dir``;
+    returns its record."""
+    import tempfile
+
+    from lift_core.critic.pretrain import pretrain_tiny_critic
+
+    build = build_record(cfg)
+    with tempfile.TemporaryDirectory(prefix="lift-tiny-critic-") as tmp:
+        staging = build_tiny_critic(os.path.join(tmp, "model"), cfg.critic.build_tiny, build)
+        figures = pretrain_tiny_critic(cfg, staging, build, progress)
+        with open(os.path.join(staging, BUILD_RECORD)) as f:
+            record = {**json.load(f), "pretrain_figures": figures}
+        with open(os.path.join(staging, BUILD_RECORD), "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True)
+        _publish(lambda d: shutil.copytree(staging, d, dirs_exist_ok=True), os.path.abspath(out_dir))
+    return record
+
+
+def built_record(model_dir: str) -> dict | None:
+    """The record of a tiny critic build in ``model_dir``; None when it is not one."""
     try:
         with open(os.path.join(model_dir, BUILD_RECORD)) as f:
-            return json.load(f).get("config")
+            return json.load(f)
     except (OSError, ValueError):
         return None
 
 
+def built_config(model_dir: str) -> dict | None:
+    """The ``TinyCriticConfig`` (as JSON) a tiny critic dir was built from; None when it is not one."""
+    record = built_record(model_dir)
+    return None if record is None else record.get("config")
+
+
+def _built_build(model_dir: str, backbone: str) -> dict | None:
+    record = built_record(model_dir)
+    if record is None:
+        return None
+    return record.get("build") or {"backbone": backbone, "build_tiny": record.get("config")}
+
+
 def ensure_critic_base(cfg: PipelineConfig) -> str:
-    """The critic base model to load: builds the tiny one into ``critic.model`` when ``critic.build_tiny``
-    is set and the directory has no model yet, or one built from other ``build_tiny`` values;
-    otherwise returns ``critic.model`` as is."""
+    """The critic base model to load.
+
+    - ``critic.model`` a catalog entry (``catalog:<name>``): the shipped model, checked against its
+      sha256, when ``critic.build_tiny``/``pretrain`` (if set) are what it was built from; else a build
+      of those settings in ``critic.build_dir``.
+    - ``critic.build_tiny`` set: builds (and with ``pretrain``, pre-trains) the tiny one into
+      ``critic.model`` when the directory has no model yet, or one built from other settings.
+    - otherwise ``critic.model`` as is (a hub id or a directory)."""
+    from lift_core import shipped
+
     c = cfg.critic
+    target = c.model
+    if shipped.is_catalog_ref(c.model):
+        wanted = build_record(cfg) if c.build_tiny is not None else None
+        found = shipped.resolve(c.model, cfg.data.catalog, "critic", wanted, recipe_fingerprint())
+        if found is not None:
+            return found
+        target = c.build_dir
     if c.build_tiny is None:
-        return c.model
-    local = storage.local_path(c.model)
+        return target
+    local = storage.local_path(target)
     if local is None:
-        raise ValueError(f"critic.build_tiny needs a local critic.model directory, got {c.model}")
+        raise ValueError(f"critic.build_tiny needs a local critic.model directory, got {target}")
     local = os.path.abspath(local)
-    if not os.path.exists(os.path.join(local, "config.json")):
-        build_tiny_critic(local, c.build_tiny)
-    elif built_config(local) not in (None, c.build_tiny.model_dump(mode="json")):
-        # Built earlier from other build_tiny values: rebuild, or the new values would be ignored.
-        log.info("critic.build_tiny changed since %s was built: rebuilding it", local)
-        build_tiny_critic(local, c.build_tiny)
+    wanted = build_record(cfg)
+    exists = os.path.exists(os.path.join(local, "config.json"))
+    if exists and _built_build(local, c.backbone) not in (None, wanted):
+        # Built earlier from other settings: rebuild, or the new values would be ignored.
+        log.info("critic.build_tiny or critic.pretrain changed since %s was built: rebuilding it", local)
+        exists = False
+    if not exists:
+        if c.pretrain is not None:
+            build_pretrained_tiny_critic(local, cfg)
+        else:
+            build_tiny_critic(local, c.build_tiny, wanted)
     return local

@@ -201,7 +201,9 @@ def build_record(tiny: TinyT2VConfig, t2v: T2VConfig, split: SplitConfig | None 
     shape = {k: getattr(t2v, k) for k in ("height", "width", "num_frames", "max_sequence_length")}
     record = {"build_tiny": tiny.model_dump(mode="json"), "shape": shape}
     if t2v.pretrain is not None:
-        record["pretrain"] = t2v.pretrain.model_dump(mode="json")
+        from lift_core.train.loop import decisive_training_values
+
+        record["pretrain"] = decisive_training_values(t2v.pretrain.model_dump(mode="json"))
         record["heldout_split"] = (split or SplitConfig()).model_dump(mode="json")
     return record
 
@@ -211,7 +213,7 @@ def _decisive(record: dict | None) -> dict | None:
     return None if record is None else {k: v for k, v in record.items() if k != "pretrain_figures"}
 
 
-def build_pretrained_tiny_t2v(out_dir: str, cfg: PipelineConfig) -> str:
+def build_pretrained_tiny_t2v(out_dir: str, cfg: PipelineConfig, progress=None) -> str:
     """Build the tiny model, pre-train it (``lift_core.t2v.pretrain``) and publish it at ``out_dir``."""
     from lift_core.t2v.pretrain import pretrain_tiny_t2v
 
@@ -219,7 +221,7 @@ def build_pretrained_tiny_t2v(out_dir: str, cfg: PipelineConfig) -> str:
     with tempfile.TemporaryDirectory(prefix="lift-tiny-t2v-") as tmp:
         staging = os.path.join(tmp, "model")
         build_tiny_t2v(staging, cfg.t2v.build_tiny, cfg.t2v)
-        figures = pretrain_tiny_t2v(cfg, staging, record)
+        figures = pretrain_tiny_t2v(cfg, staging, record, progress)
         with open(os.path.join(staging, BUILD_RECORD), "w") as f:
             json.dump({**record, "pretrain_figures": figures}, f, indent=2, sort_keys=True)
         _publish_dir(staging, out_dir)
@@ -253,17 +255,44 @@ def is_hub_id(model: str) -> bool:
     return "://" not in model and not os.path.isabs(model) and model.count("/") == 1 and not os.path.exists(model)
 
 
+def recipe_fingerprint() -> str:
+    """The source of what a tiny T2V build runs: the builder, tokenizer, scheduler settings, the
+    pre-training recipes, and the world's renderer that makes its data."""
+    from lift_core import shipped
+    from lift_core.t2v import pretrain as p
+    from lift_core.video import synth
+
+    return shipped.recipe_fingerprint([
+        build_tiny_t2v, train_sentencepiece, tokenizer_corpus, load_t5_tokenizer, p.clip_seed, p.noisy_caption,
+        p.render_clips, p.VaeRecipe, p.DenoiserRecipe, p.latent_scaling_factor, synth.render, synth._shape_mask,
+        synth.training_combinations, synth.caption_split,
+    ], values={"scheduler": COGVIDEOX_2B_SCHEDULER, "noise_tries": p.NOISE_TRIES})
+
+
 def ensure_t2v_base(cfg: PipelineConfig) -> str:
-    """The T2V base model to load: builds the tiny model into ``t2v.model`` when ``build_tiny`` is set
-    and it is missing; returns a local directory (remote ones are copied to a local cache) or a hub id."""
+    """The T2V base model to load; returns a local directory (remote ones are copied to a local cache)
+    or a hub id.
+
+    - ``t2v.model`` a catalog entry (``catalog:<name>``): the shipped model, checked against its
+      sha256, when ``t2v.build_tiny``/``pretrain`` (if set) are what it was built from; else a build of
+      those settings in ``t2v.build_dir``.
+    - ``build_tiny`` set: builds (and with ``pretrain``, pre-trains) the tiny model into ``t2v.model``
+      when it is missing or was built from other settings."""
+    from lift_core import shipped
+
     model = cfg.t2v.model.replace("{run_root}", cfg.run_root)  # the loader does not expand defaults
+    wanted = build_record(cfg.t2v.build_tiny, cfg.t2v, cfg.data.split) if cfg.t2v.build_tiny is not None else None
+    if shipped.is_catalog_ref(model):
+        found = shipped.resolve(model, cfg.data.catalog, "t2v", wanted, recipe_fingerprint())
+        if found is not None:
+            return found
+        model = cfg.t2v.build_dir.replace("{run_root}", cfg.run_root)
     if is_hub_id(model):
         if cfg.t2v.build_tiny is not None:
             raise ValueError(f"t2v.build_tiny is set but t2v.model={model!r} is a hub id; give a directory")
         return model
     index = storage.join(model, "model_index.json")
     local = storage.local_path(model)
-    wanted = build_record(cfg.t2v.build_tiny, cfg.t2v, cfg.data.split) if cfg.t2v.build_tiny is not None else None
     if (wanted is not None and local is not None and storage.exists(index)
             and _decisive(built_record(local)) not in (None, wanted)):
         # Built earlier from other build_tiny or pre-training values or shapes: rebuild, or the new
@@ -296,6 +325,7 @@ __all__ = [
     "build_tiny_t2v",
     "ensure_t2v_base",
     "is_hub_id",
+    "recipe_fingerprint",
     "load_t5_tokenizer",
     "tokenizer_corpus",
     "train_sentencepiece",

@@ -334,10 +334,29 @@ def run_evaluate(
             align_metrics = {"steps": len(log), **loss_trend(log)}
     storage.write_bytes_atomic(outputs["report_md"], report_markdown(summary, plots, align_metrics).encode())
     counts = {"prompts": len(prompts), "videos": generated.num_rows, "pairs": summary["n_pairs"], "plots": len(plots)}
+    if ev.publish_generations:
+        counts["published"] = publish_generations(generated, ev.publish_generations)
     progress(1.0, f"aligned reward {summary['aligned']['reward']:.4f} vs base {summary['base']['reward']:.4f}, "
                   f"win rate {summary['win_rate']:.2f}")
     return storage.mark_success(storage.StageResult("evaluate", key, out, outputs, counts, summary))
 
 
-__all__ = ["EVAL_SCHEMA", "make_scorer", "paired_figures", "pixel_metrics", "report_markdown", "run_evaluate",
+def publish_generations(generated: pa.Table, folder: str, tag: str = "aligned") -> int:
+    """Copy the ``tag`` videos of ``generated`` into ``folder`` as ``<tag>_<video_id>.mp4`` and merge their
+    captions into its ``captions.json`` (the video-dir convention a watched rescore folder reads).
+    Returns the videos published; a rerun rewrites the same names."""
+    from lift_core.rescore.discovery import CAPTIONS_FILE
+
+    rows = [r for r in generated.to_pylist() if r["tag"] == tag]
+    captions_uri = storage.join(folder, CAPTIONS_FILE)
+    captions = storage.read_json(captions_uri) if storage.exists(captions_uri) else {}
+    for r in rows:
+        name = f"{tag}_{r['video_id']}.mp4"
+        storage.write_bytes_atomic(storage.join(folder, name), storage.read_bytes(r["uri"]))
+        captions[name] = r["caption"]
+    storage.write_json(captions_uri, captions)
+    return len(rows)
+
+
+__all__ = ["EVAL_SCHEMA", "make_scorer", "publish_generations", "paired_figures", "pixel_metrics", "report_markdown", "run_evaluate",
            "score_generated", "summarize", "win_rate"]

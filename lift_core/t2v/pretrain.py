@@ -49,12 +49,40 @@ def clip_seed(run_seed: int, position: int, stream: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
+NOISE_TRIES = 8  # redraws of a noisy caption that left the training combinations
+
+
+def noisy_caption(rng: np.random.RandomState, combo: tuple[str, str, str, str], noise: dict[str, float],
+                  allowed: set[tuple[str, str, str, str]]) -> str:
+    """The caption of ``combo`` (count, colour, shape, direction), each attribute's word replaced by
+    another value with its probability in ``noise``. A noisy caption that is not in ``allowed`` (the
+    training combinations) is redrawn, and after ``NOISE_TRIES`` the true caption is kept: validation
+    and test captions never appear in pre-training, not even as noise."""
+    from lift_core.video.synth import COLOURS, COUNTS, DIRECTIONS, SHAPES, caption_text
+
+    values = {"count": list(COUNTS), "colour": list(COLOURS), "shape": list(SHAPES), "direction": list(DIRECTIONS)}
+    order = ("count", "colour", "shape", "direction")
+    draws = [(rng.random_sample(len(order)), rng.randint(1 << 30, size=len(order))) for _ in range(NOISE_TRIES)]
+    for flips, picks in draws:  # a fixed number of draws: the stream's randomness never depends on them
+        words = list(combo)
+        for i, attr in enumerate(order):
+            if flips[i] < noise.get(attr, 0.0):
+                others = [v for v in values[attr] if v != combo[i]]
+                words[i] = others[picks[i] % len(others)]
+        if tuple(words) in allowed:
+            return caption_text(*words)
+    return caption_text(*combo)
+
+
 def render_clips(cfg: PipelineConfig, positions: Sequence[int], seed: int,
                  stream: str = "train") -> tuple[np.ndarray, list[str]]:
-    """uint8 ``[B, T, H, W, 3]`` clean clips of training combinations and their captions."""
+    """uint8 ``[B, T, H, W, 3]`` clean clips of training combinations and their captions; on the
+    ``denoiser`` stream the captions carry ``t2v.pretrain.caption_noise`` (the clips stay true)."""
     from lift_core.video.synth import SynthSpec, render, training_combinations
 
     combos = training_combinations(cfg.data.split)
+    allowed = set(combos)
+    noise = cfg.t2v.pretrain.caption_noise if (cfg.t2v.pretrain is not None and stream == "denoiser") else {}
     t = cfg.t2v
     frames, captions = [], []
     for p in positions:
@@ -62,7 +90,8 @@ def render_clips(cfg: PipelineConfig, positions: Sequence[int], seed: int,
         count, colour, shape, direction = combos[rng.randint(len(combos))]
         spec = SynthSpec(colour, shape, count, direction, "smooth", "clean", colour, shape, count)
         frames.append(render(spec, t.height, t.width, t.num_frames, seed=int(rng.randint(1 << 30))))
-        captions.append(spec.caption)
+        captions.append(noisy_caption(rng, (count, colour, shape, direction), noise, allowed) if noise
+                        else spec.caption)
     return np.stack(frames), captions
 
 
@@ -203,7 +232,8 @@ def stage_dir(cfg: PipelineConfig, record: dict[str, Any]) -> str:
     return storage.abspath_if_local(storage.stage_dir(cfg.run_root, STAGE, key))
 
 
-def pretrain_tiny_t2v(cfg: PipelineConfig, model_dir: str, record: dict[str, Any]) -> dict[str, Any]:
+def pretrain_tiny_t2v(cfg: PipelineConfig, model_dir: str, record: dict[str, Any],
+                      progress: Any = None) -> dict[str, Any]:
     """Pre-train the freshly built tiny model in the local directory ``model_dir`` in place; training
     runs and checkpoints live in the ``pretrain_t2v`` stage folder of ``record``, so an interrupted
     build resumes. Returns the figures for the build record."""
@@ -225,7 +255,8 @@ def pretrain_tiny_t2v(cfg: PipelineConfig, model_dir: str, record: dict[str, Any
         if not storage.exists(storage.join(run_out, "train_result.json")):
             log.info("pre-training the tiny T2V %s: %d steps", name, section.max_steps)
             fit(recipe, cfg, settings, config, run_out, f"lift-pretrain-t2v-{name}-{os.path.basename(out)}",
-                what=f"t2v pre-training ({name})")
+                what=f"t2v pre-training ({name})",
+                progress=progress.for_stage(f"t2v-{name}") if hasattr(progress, "for_stage") else progress)
         figures[name] = loss_trend(storage.read_table(storage.join(run_out, "train_log.parquet")).to_pylist())
         if name == "vae":
             vae = AutoencoderKLCogVideoX.from_pretrained(storage.local_dir(config["vae_uri"], "config.json")).eval()

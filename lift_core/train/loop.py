@@ -56,6 +56,23 @@ EXECUTION_TRAIN_FIELDS = {"num_workers", "use_gpu", "run_name", "checkpoint_ever
                           "gradient_checkpointing"}
 
 
+# Fields of a training section (beside its TrainConfig's) that only say how a run executes.
+EXECUTION_SECTION_FIELDS = {"cpus_per_worker", "max_failures", "keep_checkpoints"}
+
+
+def decisive_training_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A training section's values (``model_dump``) without what only says how it executes: what a
+    build record or stage key keeps, so another world size or CPU count resumes the same run."""
+    out = {}
+    for k, v in values.items():
+        if k in EXECUTION_SECTION_FIELDS:
+            continue
+        if isinstance(v, dict) and {"max_steps", "batch_size"} <= set(v):  # a TrainConfig
+            v = {kk: vv for kk, vv in v.items() if kk not in EXECUTION_TRAIN_FIELDS}
+        out[k] = v
+    return out
+
+
 def training_fingerprint(section: Any, execution_fields: set[str], *salt: Any) -> str:
     """Hash of a training stage's config section without its execution-only fields."""
     values = section.model_dump(mode="json")

@@ -22,8 +22,26 @@ def load_adapter_state(module: Any, state: dict[str, Any]) -> None:
 
 
 def full_state(module: Any) -> dict[str, Any]:
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    """Every tensor of ``module``, each shared one once (tied embeddings: safetensors refuses aliases)."""
+    out, seen = {}, set()
+    for k, v in module.state_dict(keep_vars=True).items():
+        ident = (v.data_ptr(), v.dtype, tuple(v.shape))
+        if v.numel() and ident in seen:
+            continue
+        seen.add(ident)
+        out[k] = v.detach().cpu().contiguous()
+    return out
 
 
 def load_full_state(module: Any, state: dict[str, Any]) -> None:
-    module.load_state_dict(state)
+    """Load ``full_state``'s tensors; a tensor left out as an alias is tied to its twin again."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if unexpected:
+        raise KeyError(f"checkpoint has tensors the model does not: {unexpected[:5]}")
+    aliases = set(module.state_dict().keys()) - set(state)
+    if set(missing) - aliases:
+        raise KeyError(f"checkpoint lacks tensors: {sorted(set(missing) - aliases)[:5]}")
+    params = dict(module.state_dict(keep_vars=True))
+    untied = [k for k in missing if not any(params[k].data_ptr() == params[o].data_ptr() for o in state)]
+    if untied:
+        raise KeyError(f"checkpoint lacks tensors: {untied[:5]}")

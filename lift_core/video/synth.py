@@ -1,7 +1,7 @@
 """Synthetic LiFT-HRA data: procedural videos whose labels are known by construction.
 
-- semantic: the caption's colour, shape and count are checked against what is drawn;
-  0 wrong attributes -> Good, 1 -> Normal, 2 or 3 -> Bad.
+- semantic: the caption's colour, shape, count and direction (the four things the pixel oracle reads)
+  are checked against what is drawn; 0 wrong attributes -> Good, 1 -> Normal, 2 or 3 -> Bad.
 - motion: smooth -> Good, jittery -> Normal, teleporting -> Bad.
 - fidelity: clean -> Good, blur or light noise -> Normal, blocky corruption or strong noise -> Bad.
 
@@ -52,15 +52,22 @@ class SynthSpec:
     caption_colour: str
     caption_shape: str
     caption_count: str
+    caption_direction: str | None = None  # None: the caption says the direction shown
+
+    @property
+    def said_direction(self) -> str:
+        return self.caption_direction or self.direction
 
     @property
     def caption(self) -> str:
-        return caption_text(self.caption_count, self.caption_colour, self.caption_shape, self.direction)
+        return caption_text(self.caption_count, self.caption_colour, self.caption_shape, self.said_direction)
 
     @property
     def wrong_attributes(self) -> list[str]:
+        """What the caption gets wrong, of the four things the pixel oracle reads (a human rater would
+        call a video that moves against its caption semantically wrong too)."""
         pairs = [("colour", self.colour, self.caption_colour), ("shape", self.shape, self.caption_shape),
-                 ("count", self.count, self.caption_count)]
+                 ("count", self.count, self.caption_count), ("direction", self.direction, self.said_direction)]
         return [name for name, true, said in pairs if true != said]
 
     def labels(self) -> dict[str, str]:
@@ -73,6 +80,8 @@ class SynthSpec:
     def reasons(self) -> dict[str, str]:
         said = f"{self.caption_count} {self.caption_colour} {plural(self.caption_shape, self.caption_count)}"
         shown = f"{self.count} {self.colour} {plural(self.shape, self.count)}"
+        if "direction" in self.wrong_attributes:
+            said, shown = f"{said} moving {self.said_direction}", f"{shown} moving {self.direction}"
         semantic = (
             "The video matches the caption." if not self.wrong_attributes
             else f"The caption says {said} but the video shows {shown}."
@@ -105,12 +114,19 @@ def combinations() -> list[tuple[str, str, str, str]]:
     return [(c, col, sh, d) for c in COUNTS for col in COLOURS for sh in SHAPES for d in DIRECTIONS]
 
 
+def caption_split(caption: str, split: SplitConfig) -> str:
+    """``train``, ``val`` or ``test``: the split ingest gives a caption (the same salted hash). The
+    combinations form three disjoint sets: training (pre-training, real videos, generation prompts),
+    validation (choosing alignment settings) and test (the final figures)."""
+    from lift_core.data.ingest import assign_split
+
+    return assign_split(caption, split)
+
+
 def is_heldout(caption: str, split: SplitConfig) -> bool:
     """Whether a caption is a held-out evaluation prompt: the ingest stage puts it in the test split
     (the same salted hash), so no pre-training clip, real video or alignment prompt shows it."""
-    from lift_core.data.ingest import assign_split
-
-    return assign_split(caption, split) == "test"
+    return caption_split(caption, split) == "test"
 
 
 def heldout_captions(split: SplitConfig) -> list[str]:
@@ -119,8 +135,8 @@ def heldout_captions(split: SplitConfig) -> list[str]:
 
 
 def training_combinations(split: SplitConfig) -> list[tuple[str, str, str, str]]:
-    """The combinations that the world may show in training data (not held out)."""
-    return [c for c in combinations() if not is_heldout(caption_text(*c), split)]
+    """The combinations that the world may show in training data: neither validation nor test."""
+    return [c for c in combinations() if caption_split(caption_text(*c), split) == "train"]
 
 
 def _other(rng: np.random.RandomState, options, current: str) -> str:
@@ -141,15 +157,17 @@ def sample_spec(
         return SynthSpec(colour, shape, count, direction, "smooth", "clean", colour, shape, count)
     semantic, motion_level, fidelity_level = levels if levels is not None else tuple(rng.randint(3, size=3))
     n_wrong = [0, 1, 2 + rng.randint(2)][semantic]
-    wrong = set(rng.permutation(["colour", "shape", "count"])[:n_wrong].tolist())
+    wrong = set(rng.permutation(["colour", "shape", "count", "direction"])[:n_wrong].tolist())
     cap_colour = _other(rng, list(COLOURS), colour) if "colour" in wrong else colour
     cap_shape = _other(rng, SHAPES, shape) if "shape" in wrong else shape
     cap_count = _other(rng, list(COUNTS), count) if "count" in wrong else count
+    cap_direction = _other(rng, DIRECTIONS, direction) if "direction" in wrong else None
     motion = ("smooth", "jittery", "teleporting")[motion_level]
     fidelity = ["clean", ("blur", "light-noise")[rng.randint(2)], ("blocky", "heavy-noise")[rng.randint(2)]][
         fidelity_level
     ]
-    return SynthSpec(colour, shape, count, direction, motion, fidelity, cap_colour, cap_shape, cap_count)
+    return SynthSpec(colour, shape, count, direction, motion, fidelity, cap_colour, cap_shape, cap_count,
+                     cap_direction)
 
 
 def _shape_mask(shape: str, h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
@@ -304,7 +322,7 @@ def write_synthetic(out: str, cfg: SyntheticConfig, heldout: SplitConfig | None 
     real = []
     for i in range(cfg.n_real):
         spec = sample_spec(rng, clean=True)
-        while heldout is not None and is_heldout(spec.caption, heldout):
+        while heldout is not None and caption_split(spec.caption, heldout) != "train":
             spec = sample_spec(rng, clean=True)
         rel = f"real/real_{i:05d}.mp4"
         frames = render(spec, cfg.height, cfg.width, cfg.num_frames, seed=cfg.seed * 1_000_003 + 500_000 + i)
@@ -359,4 +377,4 @@ def run_synth(cfg: PipelineConfig, progress: ProgressFn | None = None) -> storag
     return storage.mark_success(storage.StageResult("synth", key, out, outputs, counts))
 
 
-__all__ = ["LABELS", "SynthSpec", "combinations", "heldout_captions", "is_heldout", "training_combinations", "label_counts", "prompt_suite", "render", "run_synth", "sample_spec", "shape_mask", "write_synthetic"]
+__all__ = ["LABELS", "SynthSpec", "caption_split", "combinations", "heldout_captions", "is_heldout", "training_combinations", "label_counts", "prompt_suite", "render", "run_synth", "sample_spec", "shape_mask", "write_synthetic"]

@@ -78,3 +78,21 @@ def test_second_run_is_all_cache_hits_with_identical_outputs(demo_run, local_sta
     rows = tools.run_table(env, run_id)
     assert {r["task"]: r["state"] for r in rows} == {name: "Cached" for name in tools.TASKS}
     assert [r["key"] for r in rows] == [r["key"] for r in tools.run_table(env, demo_run.flow_run_id)]
+
+
+def test_scheduled_rescore_after_lift_full_completes_with_rows_in_the_store(demo_run, local_stack, stack_tools):
+    """What a user sees next: rescore-generations/scheduled, run right after lift-full on the same config,
+    finds the evaluation's published generations in the watched folder and ends Completed with scores."""
+    from lift_core.rescore.store import ScoresStore
+
+    env, root = demo_run.env, demo_run.run_root
+    assert demo_run.state == "COMPLETED"
+    incoming = root / "incoming"
+    published = sorted(incoming.glob("aligned_*.mp4"))
+    assert published and json.loads((incoming / "captions.json").read_text()).keys() >= {p.name for p in published}
+    params = {"config": demo_run.params["config"], "overrides": demo_run.params["overrides"], "rescore_all": False}
+    run_id, state = local_stack.run_deployment(env, local_stack.RESCORE_DEPLOYMENT, params=params, timeout=600)
+    assert state == "COMPLETED", (root.parent / "worker.log")
+    scores = ScoresStore(str(root / "scores_store")).read_scores()
+    assert scores.num_rows == len(published)
+    assert set(scores.column("caption").to_pylist()) <= set(json.loads((incoming / "captions.json").read_text()).values())

@@ -37,7 +37,7 @@ def t2v_test_config(run_root: Path, *extra: str) -> PipelineConfig:
             "t2v.pretrain=null",  # pre-training has its own tests (test_pretrain.py)
             # The smallest tiny model (TinyT2VConfig's defaults, not the demo's): these tests check wiring.
             "t2v.build_tiny.num_layers=1", "t2v.build_tiny.attention_head_dim=8", "t2v.build_tiny.time_embed_dim=2",
-            "t2v.build_tiny.vae_block_out_channels=[8, 8, 8, 8]",
+            "t2v.build_tiny.vae_block_out_channels=[8, 8, 8, 8]", "t2v.build_tiny.latent_channels=4",
             "generate.videos_per_prompt=2",
             "generate.num_cpus_per_actor=0.5",
             "align.train.max_steps=4",

@@ -12,7 +12,7 @@ def _overrides(cfg) -> list[str]:
     return [f"run_root={cfg.run_root}", "t2v.num_inference_steps=2", "generate.videos_per_prompt=2",
             "generate.num_cpus_per_actor=0.5", "t2v.pretrain=null",
             "t2v.build_tiny.num_layers=1", "t2v.build_tiny.attention_head_dim=8", "t2v.build_tiny.time_embed_dim=2",
-            "t2v.build_tiny.vae_block_out_channels=[8, 8, 8, 8]"]  # the session's model (conftest)
+            "t2v.build_tiny.vae_block_out_channels=[8, 8, 8, 8]", "t2v.build_tiny.latent_channels=4"]  # the session's model (conftest)
 
 
 def test_lift_generate_finds_the_finished_stage(lift_cli, generated, t2v_cfg, prompts_uri):

@@ -15,7 +15,7 @@ from lift_core.t2v.align import TRAIN_LOG_SCHEMA
 from lift_core.metrics.oracle import ATTRIBUTES
 from lift_core.t2v.evaluate import EVAL_SCHEMA, run_evaluate, summarize, win_rate
 
-CRITIC = ["critic.build_tiny.hidden_size=64", "critic.build_tiny.intermediate_size=128",
+CRITIC = ["critic.pretrain=null", "critic.build_tiny.hidden_size=64", "critic.build_tiny.intermediate_size=128",
           "critic.build_tiny.vision_embed_dim=32"]
 
 
@@ -133,3 +133,27 @@ def test_evaluate_base_vs_aligned(ray_session, make_t2v_cfg, t2v_root, tiny_t2v,
 
     with pytest.raises(ValueError, match="exactly one"):
         run_evaluate(cfg, prompts_uri, critic, {"train_log": train_log})
+
+
+def test_publish_generations_fills_a_watched_folder_that_rescoring_reads(tmp_path):
+    """The demo's evaluation publishes the aligned videos where rescore-generations/scheduled looks."""
+    import pyarrow as pa
+
+    from lift_core.rescore.discovery import CAPTIONS_FILE
+    from lift_core.t2v.evaluate import publish_generations
+
+    rows = []
+    for i, (tag, caption) in enumerate([("aligned", "one red circle moving left"), ("base", "one red circle moving left"),
+                                        ("aligned", "two blue squares moving up")]):
+        uri = tmp_path / "gen" / f"{tag}_{i}.mp4"
+        uri.parent.mkdir(exist_ok=True)
+        uri.write_bytes(f"video {i}".encode())
+        rows.append({"video_id": f"v{i}", "uri": str(uri), "caption": caption, "tag": tag})
+    folder = tmp_path / "incoming"
+    assert publish_generations(pa.Table.from_pylist(rows), str(folder)) == 2
+    captions = json.loads((folder / CAPTIONS_FILE).read_text())
+    assert captions == {"aligned_v0.mp4": "one red circle moving left", "aligned_v2.mp4": "two blue squares moving up"}
+    assert (folder / "aligned_v2.mp4").read_bytes() == b"video 2"
+    (folder / CAPTIONS_FILE).write_text(json.dumps({**captions, "mine.mp4": "a user's own caption"}))
+    assert publish_generations(pa.Table.from_pylist(rows), str(folder)) == 2  # a rerun keeps what others put there
+    assert json.loads((folder / CAPTIONS_FILE).read_text())["mine.mp4"] == "a user's own caption"

@@ -10,7 +10,7 @@ import pytest
 
 from lift_core import storage
 from lift_core.config import SplitConfig, SyntheticConfig
-from lift_core.video.synth import caption_text, combinations, is_heldout, training_combinations, write_synthetic
+from lift_core.video.synth import caption_split, caption_text, combinations, is_heldout, training_combinations, write_synthetic
 
 PRETRAIN = [
     "t2v.pretrain.vae.max_steps=6", "t2v.pretrain.vae.batch_size=2", "t2v.pretrain.vae.checkpoint_every=3",
@@ -27,7 +27,9 @@ def test_heldout_combinations_are_the_test_split_and_stay_out_of_training_data(t
     held = [c for c in combinations() if is_heldout(caption_text(*c), split)]
     assert len(held) >= 24  # the evaluation's held-out prompts (issue: at least 24)
     assert all(assign_split(caption_text(*c), split) == "test" for c in held)
-    assert set(training_combinations(split)) == set(combinations()) - set(held)
+    val = [c for c in combinations() if caption_split(caption_text(*c), split) == "val"]
+    assert val and not set(val) & set(held)  # validation combinations choose alignment settings
+    assert set(training_combinations(split)) == set(combinations()) - set(held) - set(val)
 
     out = write_synthetic(str(tmp_path), SyntheticConfig(n=0, n_real=12, n_prompts=10, height=32, width=32,
                                                          num_frames=5), split)
@@ -35,7 +37,7 @@ def test_heldout_combinations_are_the_test_split_and_stay_out_of_training_data(t
     assert len(prompts) == len(set(prompts)) == 10 + len(held)
     assert set(prompts[10:]) == {caption_text(*c) for c in held}  # every held-out one, for evaluation
     assert not any(is_heldout(p, split) for p in prompts[:10])  # generation prompts show none
-    assert not any(is_heldout(r["caption"], split) for r in storage.read_json(out["real_json"]))
+    assert all(caption_split(r["caption"], split) == "train" for r in storage.read_json(out["real_json"]))
 
 
 def test_pretraining_clips_never_show_a_heldout_combination(make_t2v_cfg, tmp_path):
@@ -118,3 +120,44 @@ def test_pretraining_trains_both_parts_records_it_and_rebuilds_on_change(make_t2
     ensure_t2v_base(changed)
     assert built_record(model)["pretrain"]["denoiser"]["lr"] == 0.01
     assert built_record(model)["pretrain_figures"]["stage_dir"] != stage
+
+
+def test_noisy_captions_flip_each_attribute_at_its_rate_and_stay_training_combinations(make_t2v_cfg, tmp_path):
+    """Web captions are noisy: the denoiser stream's captions carry t2v.pretrain.caption_noise, the clips
+    stay as rendered, and no caption is ever a validation or test combination."""
+    from lift_core.t2v.pretrain import noisy_caption
+    from lift_core.video.synth import caption_text
+
+    split = SplitConfig()
+    combos = training_combinations(split)
+    allowed = set(combos)
+    noise = {"colour": 0.5, "shape": 0.0, "count": 0.25}
+    rng = np.random.RandomState(0)
+    flips = {"count": 0, "colour": 0, "shape": 0, "direction": 0}
+    n = 2000
+    for i in range(n):
+        combo = combos[i % len(combos)]
+        caption = noisy_caption(rng, combo, noise, allowed)
+        assert caption_split(caption, split) == "train"
+        words = caption.split()
+        said = (words[0], words[1], words[2].rstrip("s") if words[0] != "one" else words[2], words[4])
+        for attr, a, b in zip(("count", "colour", "shape", "direction"), said, combo):
+            flips[attr] += a != b and not (attr == "shape" and b.rstrip("s") == a)
+    assert flips["shape"] == 0 and flips["direction"] == 0
+    assert abs(flips["colour"] / n - 0.5) < 0.06 and abs(flips["count"] / n - 0.25) < 0.06
+    assert noisy_caption(rng, combos[0], {}, allowed) == caption_text(*combos[0])
+
+    cfg = make_t2v_cfg(tmp_path, "t2v.pretrain.caption_noise={colour: 0.9}")
+    noisy, noisy_caps = render_clips_for(cfg, "denoiser")
+    same, caps = render_clips_for(cfg, "denoiser")
+    assert (same == noisy).all() and caps == noisy_caps  # a function of (seed, position): resumable
+    plain = make_t2v_cfg(tmp_path)
+    frames, captions = render_clips_for(plain, "denoiser")
+    assert (frames == noisy).all()  # the clips stay as rendered; only captions change
+    assert sum(a != b for a, b in zip(captions, noisy_caps)) > len(captions) // 2
+
+
+def render_clips_for(cfg, stream):
+    from lift_core.t2v.pretrain import render_clips
+
+    return render_clips(cfg, range(40), seed=0, stream=stream)

@@ -143,3 +143,17 @@ def test_videos_decode_at_critic_size(synth_a):
     _, _, out = synth_a
     v = read_video(str(Path(out["videos_root"]) / "videos/synth_00000.mp4"), 8, 56, 56)
     assert v.frames.shape == (8, 56, 56, 3) and v.num_frames_total == 17 and v.fps == pytest.approx(8.0)
+
+
+def test_a_caption_with_the_wrong_direction_is_semantically_wrong():
+    """The critic judges what the oracle judges: direction counts, as colour, shape and count do."""
+    from lift_core.video.synth import SynthSpec, sample_spec
+
+    spec = SynthSpec("red", "circle", "one", "left", "smooth", "clean", "red", "circle", "one", "right")
+    assert spec.caption == "one red circle moving right" and spec.wrong_attributes == ["direction"]
+    assert spec.labels()["semantic"] == "Normal"
+    assert "moving right" in spec.reasons()["semantic"] and "moving left" in spec.reasons()["semantic"]
+    rng = np.random.RandomState(0)
+    wrong = [a for _ in range(600) for a in sample_spec(rng, levels=(1, 0, 0)).wrong_attributes]
+    assert set(wrong) == {"colour", "shape", "count", "direction"}
+    assert wrong.count("direction") > 100  # a quarter of the one-wrong-attribute videos
