@@ -268,22 +268,18 @@ def pretrain_tiny_critic(cfg: PipelineConfig, model_dir: str, record: dict[str, 
     build resumes. Returns the figures for the build record."""
     import shutil
 
-    from lift_core.train import LoopSettings, fit
-    from lift_core.train.loop import loss_trend
+    from lift_core.train import LoopSettings
+    from lift_core.train.loop import fit_once
 
     p = cfg.critic.pretrain
     out = stage_dir(cfg, record)
-    settings = LoopSettings(**p.train.model_dump(), cpus_per_worker=p.cpus_per_worker,
-                            max_failures=p.max_failures, keep_checkpoints=p.keep_checkpoints)
     config = {"section": "critic.pretrain.train", "model": model_dir, "out_model_uri": storage.join(out, "model")}
-    if not storage.exists(storage.join(out, "train_result.json")):
-        log.info("pre-training the tiny critic VLM: %d steps", p.train.max_steps)
-        fit(VlmPretrainRecipe(), cfg, settings, config, out, f"lift-pretrain-critic-{os.path.basename(out)}",
-            what="critic VLM pre-training",
-            progress=progress.for_stage("critic-vlm") if hasattr(progress, "for_stage") else progress)
+    log.info("pre-training the tiny critic VLM: %d steps", p.train.max_steps)
+    figures: dict[str, Any] = {"stage_dir": out}
+    figures["loss"] = fit_once(VlmPretrainRecipe(), cfg, LoopSettings.for_stage(p), config, out,
+                               f"lift-pretrain-critic-{os.path.basename(out)}", "critic VLM pre-training",
+                               progress.for_stage("critic-vlm") if hasattr(progress, "for_stage") else progress)
     trained = storage.local_dir(config["out_model_uri"], "config.json")
-    figures: dict[str, Any] = {"stage_dir": out,
-                               "loss": loss_trend(storage.read_table(storage.join(out, "train_log.parquet")).to_pylist())}
     figures["held_apart_accuracy"] = task_accuracy(cfg, trained, p.eval_clips, p.train.seed + 1)
     log.info("tiny critic VLM: held-apart answer accuracy %s", figures["held_apart_accuracy"])
     for name in os.listdir(model_dir):  # replace the random weights with the trained ones

@@ -240,24 +240,20 @@ def pretrain_tiny_t2v(cfg: PipelineConfig, model_dir: str, record: dict[str, Any
     from diffusers import AutoencoderKLCogVideoX
 
     from lift_core.t2v.spec import get_spec
-    from lift_core.train import LoopSettings, fit
-    from lift_core.train.loop import loss_trend
+    from lift_core.train import LoopSettings
+    from lift_core.train.loop import fit_once
 
     p = cfg.t2v.pretrain
     out = stage_dir(cfg, record)
     figures: dict[str, Any] = {"stage_dir": out}
     for name, recipe, section in (("vae", VaeRecipe(), p.vae), ("denoiser", DenoiserRecipe(), p.denoiser)):
-        settings = LoopSettings(**section.model_dump(), cpus_per_worker=p.cpus_per_worker,
-                                max_failures=p.max_failures, keep_checkpoints=p.keep_checkpoints)
         run_out = storage.join(out, name)
         config = {"section": f"t2v.pretrain.{name}", "model": model_dir,
                   "vae_uri": storage.join(run_out, "vae"), "denoiser_uri": storage.join(run_out, "transformer")}
-        if not storage.exists(storage.join(run_out, "train_result.json")):
-            log.info("pre-training the tiny T2V %s: %d steps", name, section.max_steps)
-            fit(recipe, cfg, settings, config, run_out, f"lift-pretrain-t2v-{name}-{os.path.basename(out)}",
-                what=f"t2v pre-training ({name})",
-                progress=progress.for_stage(f"t2v-{name}") if hasattr(progress, "for_stage") else progress)
-        figures[name] = loss_trend(storage.read_table(storage.join(run_out, "train_log.parquet")).to_pylist())
+        log.info("pre-training the tiny T2V %s: %d steps", name, section.max_steps)
+        figures[name] = fit_once(recipe, cfg, LoopSettings.for_stage(p, section), config, run_out,
+                                 f"lift-pretrain-t2v-{name}-{os.path.basename(out)}", f"t2v pre-training ({name})",
+                                 progress.for_stage(f"t2v-{name}") if hasattr(progress, "for_stage") else progress)
         if name == "vae":
             vae = AutoencoderKLCogVideoX.from_pretrained(storage.local_dir(config["vae_uri"], "config.json")).eval()
             vae.register_to_config(scaling_factor=latent_scaling_factor(cfg, vae, p.scaling_clips))

@@ -91,9 +91,10 @@ class LoopSettings(TrainConfig):
     keep_checkpoints: int = 2
 
     @classmethod
-    def for_stage(cls, section: Any) -> "LoopSettings":
-        """From a training stage's config section (``critic``, ``align``): its ``train`` and execution fields."""
-        return cls(**section.train.model_dump(), cpus_per_worker=section.cpus_per_worker,
+    def for_stage(cls, section: Any, train: TrainConfig | None = None) -> "LoopSettings":
+        """From a training stage's config section (``critic``, ``align``, a pre-training section): its
+        ``train`` (or the ``train`` given) and its execution fields."""
+        return cls(**(train or section.train).model_dump(), cpus_per_worker=section.cpus_per_worker,
                    max_failures=section.max_failures, keep_checkpoints=section.keep_checkpoints)
 
     def micro_batch(self, world: int, section: str = "train") -> int:
@@ -296,6 +297,15 @@ def run_worker(recipe: Recipe, config: dict[str, Any], rank: int = 0, world: int
     for cb in callbacks:
         cb.on_train_end(ctx)
     report({"step": settings.max_steps, "done": 1})
+
+
+def fit_once(recipe: Recipe, cfg: PipelineConfig, settings: LoopSettings, config: dict[str, Any], out_uri: str,
+             run_name: str, what: str, progress: ProgressFn | None = None) -> dict[str, float | None]:
+    """``fit``, unless the run at ``out_uri`` has finished (its ``train_result.json``: a build that
+    resumes after it); returns the loss trend of the run's train log."""
+    if not storage.exists(storage.join(out_uri, "train_result.json")):
+        fit(recipe, cfg, settings, config, out_uri, run_name, what=what, progress=progress)
+    return loss_trend(storage.read_table(storage.join(out_uri, "train_log.parquet")).to_pylist())
 
 
 def loss_trend(log_rows: Sequence[dict[str, Any]], column: str = "loss") -> dict[str, float | None]:
