@@ -44,30 +44,22 @@ REPO = Path(__file__).resolve().parent.parent
 NAME = "cached_rerun"
 CONFIG = "configs/demo.yaml"
 
-# Every stage at its smallest (the stack tests' tiny run): 24 rated + 4 real videos, 2 critic steps,
-# 2 generated videos, 1 alignment step, 1 held-out prompt.
+# Every stage at its smallest on the shipped demo bases (the stack tests' tiny run): 24 rated + 4 real
+# videos, 2 critic steps, 2 generated videos, 1 alignment step, 1 held-out prompt.
 TINY = [
     "data.synthetic.n=24", "data.synthetic.n_real=4", "data.synthetic.n_prompts=8",
-    "critic.build_tiny.hidden_size=64", "critic.build_tiny.intermediate_size=128",
-    "critic.build_tiny.vision_embed_dim=32",
     "critic.train.max_steps=2", "critic.train.batch_size=4", "critic.train.checkpoint_every=1",
-    "critic.curriculum=[{steps: 1, dimensions: [semantic]}]", "critic.train.warmup_steps=0",
+    "critic.train.warmup_steps=0",
     "t2v.num_inference_steps=2", "generate.videos_per_prompt=1", "generate.max_prompts=2",
     "score.batch_size=2",
     "align.train.max_steps=1", "align.train.batch_size=2", "align.train.checkpoint_every=1",
     "align.train.warmup_steps=0",
     "evaluate.max_prompts=1", "evaluate.videos_per_prompt=1",
-    # Pre-training of the tiny T2V, two steps of each part.
-    "t2v.pretrain.vae.max_steps=2", "t2v.pretrain.vae.batch_size=2", "t2v.pretrain.vae.checkpoint_every=1",
-    "t2v.pretrain.vae.warmup_steps=0", "t2v.pretrain.denoiser.max_steps=2", "t2v.pretrain.denoiser.batch_size=2",
-    "t2v.pretrain.denoiser.checkpoint_every=1", "t2v.pretrain.denoiser.warmup_steps=0",
-    "t2v.pretrain.scaling_clips=2", "t2v.pretrain.cpus_per_worker=1",
 ]
 # The demo's models and stages, a tenth of its data and training steps.
 SMALL = [
     "data.synthetic.n=144", "data.synthetic.n_real=8", "data.synthetic.n_prompts=12",
-    "critic.train.max_steps=60", "critic.curriculum=[{steps: 30, dimensions: [semantic]}]",
-    "critic.train.checkpoint_every=30",
+    "critic.train.max_steps=60", "critic.train.checkpoint_every=30",
     "generate.max_prompts=4", "align.train.max_steps=6", "align.train.checkpoint_every=3",
     "evaluate.max_prompts=2", "evaluate.videos_per_prompt=1",
 ]
