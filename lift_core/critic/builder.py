@@ -243,7 +243,7 @@ def ensure_critic_base(cfg: PipelineConfig) -> str:
         found = shipped.resolve(c.model, cfg.data.catalog, "critic", wanted, recipe_fingerprint())
         if found is not None:
             return found
-        target = c.build_dir
+        target = c.build_dir.replace("{run_root}", cfg.run_root)  # the loader does not expand defaults
     if c.build_tiny is None:
         return target
     local = storage.local_path(target)
