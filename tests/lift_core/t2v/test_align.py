@@ -83,7 +83,9 @@ def test_align_killed_after_checkpoint_resumes_on_two_workers(ray_session, t2v_c
     # The output is a diffusers LoRA: CogVideoXPipeline.load_lora_weights loads it and changes the model.
     from diffusers import CogVideoXPipeline
 
-    pipe = CogVideoXPipeline.from_pretrained(cfg.t2v.model)
+    from lift_core.t2v.builder import ensure_t2v_base
+
+    pipe = CogVideoXPipeline.from_pretrained(ensure_t2v_base(cfg))
     x = torch.randn(1, 3, 4, 4, 4)
     text = torch.randn(1, cfg.t2v.max_sequence_length, 32)
     t = torch.tensor([500])
