@@ -237,7 +237,7 @@ def ensure_critic_base(cfg: PipelineConfig) -> str:
     from lift_core import shipped
 
     c = cfg.critic
-    target = c.model
+    target = c.model.replace("{run_root}", cfg.run_root)  # the loader does not expand defaults
     if shipped.is_catalog_ref(c.model):
         wanted = build_record(cfg) if c.build_tiny is not None else None
         found = shipped.resolve(c.model, cfg.data.catalog, "critic", wanted, recipe_fingerprint())
