@@ -202,10 +202,14 @@ def read_text(uri: str) -> str:
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """Write to a temporary sibling, then move into place, so readers never see a partial file.
 
+    A ``uri`` that is a folder raises ``IsADirectoryError`` (object stores have no folders to land in).
     On any failure the temporary file is removed (a full disk stays full otherwise); resource
     failures raise ``ResourceError`` naming ``uri``.
     """
     fs, path = fs_and_path(uri)
+    if protocol_of(fs) in ("file", "local", "memory") and fs.isdir(path):
+        # A move onto a folder lands inside it, under the temporary name: refuse instead.
+        raise IsADirectoryError(errno.EISDIR, "is a folder: a file cannot be written in its place", uri)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}" if parent else f".tmp-{uuid.uuid4().hex}"
     try:
@@ -534,25 +538,119 @@ def abspath_if_local(uri: str) -> str:
     return os.path.abspath(uri) if "://" not in str(uri) else str(uri)
 
 
-def fingerprint_uri(uri: str) -> str:
-    """A content fingerprint of an input: a stage's key when it is a stage output, else its bytes.
+def fingerprint_uri(uri: str, verify: bool | None = None) -> str:
+    """A content fingerprint of an input: what decides a result is its bytes, never its name or size.
 
-    Stage outputs live in ``<run_root>/<stage>/<key>/``; their ``_SUCCESS.json`` names the key, so
-    downstream keys chain without rereading large outputs. Other files hash their bytes; folders
-    hash their listing (relative names and sizes).
+    A file's is its ``content_id`` (the first 16 hex chars of its sha256); a folder's hashes the
+    relative name and sha256 of each content file (hidden files and ``_SUCCESS.json`` left out), so
+    a copy has the fingerprint of its original wherever it lives.
+
+    Bytes are reread only when they may have changed. A stage output's sha256 is the one its
+    ``_SUCCESS.json`` recorded (found up to three folders up) while the file keeps its recorded size
+    and was last modified no later than that ``_SUCCESS.json``; other files' come from the stat cache
+    (``lift_core.hash_cache``). ``verify`` (default: ``LIFT_VERIFY_OUTPUTS``, set by ``lift --verify``)
+    rereads every byte, and logs a stage output whose bytes are no longer what its stage recorded: a
+    changed input changes the key, never a cache hit.
     """
+    verify = verify_requested(verify)
     fs, path = fs_and_path(uri)
-    probe = path if fs.isdir(path) else path.rsplit("/", 1)[0]
-    for _ in range(3):
-        success = f"{probe}/{SUCCESS_FILE}"
-        if fs.exists(success):
-            with fs.open(success, "rb") as f:
-                key = json.loads(f.read()).get("key", "")
-            return hash_parts("stage-output", key, path[len(probe):])
-        if "/" not in probe.strip("/"):
-            break
-        probe = probe.rsplit("/", 1)[0]
+    recorded = _StageRecord.find(fs, path)
     if fs.isdir(path):
-        listing = sorted((p[len(path):], fs.size(p)) for p in fs.find(path) if "/." not in p[len(path):])
+        base = path.rstrip("/")
+        infos = {p[len(base):].lstrip("/"): info for p, info in fs.find(base, detail=True).items()}
+        listing = [(rel, _input_sha256(fs, f"{base}/{rel}", info, recorded, verify))
+                   for rel, info in sorted(infos.items())
+                   if info.get("type", "file") == "file" and rel and _is_content(rel)]
         return hash_parts("dir", listing)
-    return content_id(uri)
+    return _input_sha256(fs, path, None, recorded, verify)[:16]
+
+
+def _modified_ns(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any] | None = None) -> int | None:
+    """When ``path`` last changed (ns; local files: the later of mtime and ctime), or None when the
+    store does not say."""
+    from datetime import datetime
+
+    if protocol_of(fs) in ("file", "local"):
+        st = os.stat(path)
+        return max(st.st_mtime_ns, st.st_ctime_ns)
+    info = info if info is not None else fs.info(path)
+    for name in ("LastModified", "last_modified", "updated", "mtime", "created"):
+        value = info.get(name)
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, datetime):
+            return int(value.timestamp() * 1e9)
+        if isinstance(value, (int, float)):
+            return int(value * 1e9)
+    return None
+
+
+@dataclass
+class _StageRecord:
+    """The sha256s a finished stage's ``_SUCCESS.json`` recorded (``fs path -> (size, sha256)``) and when
+    that file was written."""
+
+    files: dict[str, tuple[int, str]]
+    written_ns: int | None
+
+    @classmethod
+    def find(cls, fs: fsspec.AbstractFileSystem, path: str) -> "_StageRecord":
+        """The record of the stage folder holding ``path`` (up to three folders up); empty when none."""
+        probe = path.rstrip("/") if fs.isdir(path) else path.rsplit("/", 1)[0]
+        for _ in range(3):
+            success = f"{probe}/{SUCCESS_FILE}"
+            if fs.exists(success):
+                try:
+                    with fs.open(success, "rb") as f:
+                        outputs = json.loads(f.read()).get("files") or {}
+                    return cls(cls._sha256s(fs, outputs), _modified_ns(fs, success))
+                except (ValueError, AttributeError, TypeError, KeyError):
+                    return cls({}, None)  # unreadable or another shape: every byte is hashed instead
+            if "/" not in probe.strip("/"):
+                break
+            probe = probe.rsplit("/", 1)[0]
+        return cls({}, None)
+
+    @staticmethod
+    def _sha256s(fs: fsspec.AbstractFileSystem, outputs: dict[str, Any]) -> dict[str, tuple[int, str]]:
+        out: dict[str, tuple[int, str]] = {}
+        for rec in outputs.values():
+            if not rec.get("uri"):
+                continue
+            rec_path = fs_and_path(rec["uri"])[1].rstrip("/")
+            if rec.get("kind") == "file" and "sha256" in rec:
+                out[rec_path] = (int(rec["size"]), rec["sha256"])
+            elif rec.get("kind") == "dir":
+                out.update({f"{rec_path}/{rel}": (int(e["size"]), e["sha256"])
+                            for rel, e in (rec.get("files") or {}).items() if "sha256" in e})
+        return out
+
+    def sha256(self, fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any] | None) -> str | None:
+        """The recorded sha256 of ``path`` while it is known unchanged: the recorded size, and modified
+        no later than ``_SUCCESS.json`` (written after every output)."""
+        rec = self.files.get(path)
+        if rec is None or self.written_ns is None:
+            return None
+        size = int(info["size"]) if info and info.get("size") is not None else fs.size(path)
+        modified = _modified_ns(fs, path, info)
+        if size != rec[0] or modified is None or modified > self.written_ns:
+            return None
+        return rec[1]
+
+
+def _input_sha256(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any] | None, recorded: _StageRecord,
+                  verify: bool) -> str:
+    """The sha256 of one input file: as its stage recorded it while known unchanged, else hashed."""
+    from lift_core.hash_cache import file_sha256
+
+    if not verify and (known := recorded.sha256(fs, path, info)) is not None:
+        return known
+    digest = file_sha256(fs, path, verify=verify)
+    rec = recorded.files.get(path)
+    if rec is not None and rec[1] != digest:
+        log.warning("%s: its bytes are not those its stage recorded in %s; it is fingerprinted by its "
+                    "bytes, so what reads it runs again", to_uri(fs, path), SUCCESS_FILE)
+    return digest

@@ -179,43 +179,93 @@ def test_fingerprint_of_a_plain_file_is_its_content_id(root):
     assert storage.fingerprint_uri(uri) == storage.content_id(uri)
 
 
-def test_fingerprint_of_a_folder_follows_names_and_sizes(root):
+def test_fingerprint_of_a_folder_follows_its_bytes_not_its_sizes(root):
     folder = storage.join(root, "videos")
     storage.write_bytes_atomic(storage.join(folder, "a.mp4"), b"aaaa")
     storage.write_bytes_atomic(storage.join(folder, "sub", "b.mp4"), b"bb")
     first = storage.fingerprint_uri(folder)
     storage.write_bytes_atomic(storage.join(folder, ".tmp-writer.mp4"), b"in progress")
     assert storage.fingerprint_uri(folder) == first  # hidden files are not content
-    storage.write_bytes_atomic(storage.join(folder, "a.mp4"), b"aaaaa")
-    grown = storage.fingerprint_uri(folder)
-    assert grown != first
+    storage.write_bytes_atomic(storage.join(folder, "a.mp4"), b"zzzz")  # same name, same size
+    same_size = storage.fingerprint_uri(folder)
+    assert same_size != first
     storage.write_bytes_atomic(storage.join(folder, "c.mp4"), b"c")
-    assert storage.fingerprint_uri(folder) not in (first, grown)
+    assert storage.fingerprint_uri(folder) not in (first, same_size)
+    copy = storage.join(root, "elsewhere", "videos-copy")  # a copy is the same content wherever it lives
+    for rel in ("a.mp4", "sub/b.mp4", "c.mp4"):
+        storage.write_bytes_atomic(storage.join(copy, rel), storage.read_bytes(storage.join(folder, rel)))
+    assert storage.fingerprint_uri(copy) == storage.fingerprint_uri(folder)
 
 
-def test_fingerprint_of_a_stage_output_is_its_key_not_its_bytes(root):
+def test_fingerprint_of_a_stage_output_uses_the_recorded_sha256_while_unchanged(root, monkeypatch):
+    from lift_core import hash_cache
+
     out = storage.stage_dir(root, "decode", "key1")
     shard = storage.join(out, "frames", "part-0.parquet")
     storage.write_table(shard, pa.table({"x": [1]}))
-    storage.mark_success(StageResult("decode", "key1", out))
-    folder_fp, shard_fp = storage.fingerprint_uri(out), storage.fingerprint_uri(shard)
+    storage.mark_success(StageResult("decode", "key1", out, {"frames": storage.join(out, "frames")}))
+    assert storage.fingerprint_uri(shard) == storage.content_id(shard)  # a file's content, wherever it is
     frames_fp = storage.fingerprint_uri(storage.join(out, "frames"))
-    assert len({folder_fp, shard_fp, frames_fp}) == 3  # the key plus where inside the output
-    storage.write_table(shard, pa.table({"x": [2, 3]}))  # same key: the bytes are not reread
-    assert storage.fingerprint_uri(shard) == shard_fp
-    storage.mark_success(StageResult("decode", "key2", out))
-    assert storage.fingerprint_uri(shard) != shard_fp
+
+    def no_reading(*_a, **_k):
+        raise AssertionError("bytes reread although _SUCCESS.json recorded them")
+
+    monkeypatch.setattr(hash_cache, "file_sha256", no_reading)
+    assert storage.fingerprint_uri(storage.join(out, "frames")) == frames_fp  # recorded, not reread
+    monkeypatch.undo()
+
+    storage.write_table(shard, pa.table({"x": [2]}))  # rewritten after the stage: same size, other bytes
+    assert storage.fingerprint_uri(shard) == storage.content_id(shard)
+    assert storage.fingerprint_uri(storage.join(out, "frames")) != frames_fp
 
 
-def test_fingerprint_looks_at_most_three_folders_up(root):
+def test_verify_rehashes_a_stage_output_the_record_vouches_for(tmp_path, caplog):
+    """An output changed behind its stage's back, its size and timestamps set back as they were: only
+    ``verify`` can see it, and it does, so what reads it is not a cache hit."""
+    out = storage.stage_dir(str(tmp_path), "ingest", "k")
+    manifest = storage.join(out, "manifest.parquet")
+    storage.write_table(manifest, pa.table({"x": [1]}))
+    storage.mark_success(StageResult("ingest", "k", out, {"manifest": manifest}))
+    before = storage.fingerprint_uri(manifest)
+    st = os.stat(manifest)
+    raw = bytearray(Path(manifest).read_bytes())
+    raw[-20] ^= 0xFF  # same size
+    fd = os.open(manifest, os.O_WRONLY)
+    os.pwrite(fd, bytes(raw), 0)
+    os.close(fd)
+    os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    success = Path(out) / storage.SUCCESS_FILE
+    os.utime(success, ns=(success.stat().st_atime_ns, os.stat(manifest).st_ctime_ns))  # vouches for it
+    assert storage.fingerprint_uri(manifest) == before  # the cheap path trusts the record
+    with caplog.at_level("WARNING", logger="lift.storage"):
+        assert storage.fingerprint_uri(manifest, verify=True) != before
+    assert "not those its stage recorded" in caplog.text
+
+
+def test_fingerprint_finds_the_record_at_most_three_folders_up(root, monkeypatch):
+    from lift_core import hash_cache
+
     out = storage.stage_dir(root, "s", "k")
-    storage.mark_success(StageResult("s", "k", out))
     near = storage.join(out, "a", "b", "f.bin")  # _SUCCESS.json two folders above the file's folder
-    far = storage.join(out, "a", "b", "c", "f.bin")  # three above: treated as a plain file
+    far = storage.join(out, "a", "b", "c", "f.bin")  # three above: hashed as a plain file
     for uri in (near, far):
         storage.write_bytes_atomic(uri, b"payload")
-    assert storage.fingerprint_uri(near) != storage.content_id(near)
-    assert storage.fingerprint_uri(far) == storage.content_id(far)
+    storage.mark_success(StageResult("s", "k", out, {"a": storage.join(out, "a")}))
+    hashed = []
+    real = hash_cache.file_sha256
+    monkeypatch.setattr(hash_cache, "file_sha256", lambda fs, p, verify=False: hashed.append(p) or real(fs, p, verify))
+    assert storage.fingerprint_uri(near) == storage.fingerprint_uri(far) == storage.content_id(near)
+    assert [p.rsplit("/", 2)[-2] for p in hashed] == ["c"]  # only the far one was read
+
+
+def test_a_file_is_never_written_in_place_of_a_folder(root):
+    folder = storage.join(root, "out")
+    storage.write_bytes_atomic(storage.join(folder, "kept.txt"), b"x")
+    with pytest.raises(IsADirectoryError):
+        storage.write_bytes_atomic(folder, b"data")
+    with pytest.raises(IsADirectoryError):
+        storage.write_table(folder, pa.table({"x": [1]}))
+    assert listing(folder) == ["kept.txt"]  # no hidden .tmp-* file left inside
 
 
 
