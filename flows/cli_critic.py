@@ -16,18 +16,33 @@ import typer
 
 
 def _copy_tree(src: str, dst: str) -> None:
-    """Copy a folder between fsspec locations (replacing ``dst``)."""
+    """Copy a folder's content files between fsspec locations, replacing ``dst``.
+
+    The copy is made in a hidden sibling first, so an interrupted copy never leaves a half-written
+    adapter where a whole one was; hidden files (temporary files of atomic writes) are not copied."""
+    import uuid
+
     from lift_core import storage
 
     sfs, spath = storage.fs_and_path(src)
     dfs, dpath = storage.fs_and_path(dst)
-    if dfs.exists(dpath):
-        dfs.rm(dpath, recursive=True)
-    dfs.makedirs(dpath, exist_ok=True)
-    for f in sfs.find(spath):
-        rel = f[len(spath.rstrip("/")) + 1:]
-        with sfs.open(f, "rb") as fin:
-            storage.write_bytes_atomic(storage.to_uri(dfs, f"{dpath.rstrip('/')}/{rel}"), fin.read())
+    dpath = dpath.rstrip("/")
+    parent, name = dpath.rsplit("/", 1)
+    staging = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        dfs.makedirs(staging, exist_ok=True)
+        for f in sfs.find(spath):
+            rel = f[len(spath.rstrip("/")) + 1:]
+            if any(part.startswith(".") for part in rel.split("/")):
+                continue
+            with sfs.open(f, "rb") as fin:
+                storage.write_bytes_atomic(storage.to_uri(dfs, f"{staging}/{rel}"), fin.read())
+        if dfs.exists(dpath):
+            dfs.rm(dpath, recursive=True)
+        dfs.mv(staging, dpath, recursive=True)
+    finally:
+        if dfs.exists(staging):
+            dfs.rm(staging, recursive=True)
 
 
 def train_critic(
@@ -43,17 +58,26 @@ def train_critic(
     from lift_core import storage
     from lift_core.config import load_config
     from lift_core.metrics.agreement import agreement_table
+    from lift_core.output_paths import FOLDER, PARENT, Output, check_outputs, table_inputs
     from lift_core.progress import log_progress
     from tasks.stages import InlineStages
+
+    def check_out(data: list[tuple[str, str | None]]) -> None:
+        if out is not None:
+            check_outputs([Output("--out", out, PARENT), Output("--out's adapter/", storage.join(out, "adapter"), FOLDER),
+                           Output("--out's metrics.json", storage.join(out, "metrics.json"))],
+                          [("--config", config), *data])
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_config(config, overrides or [])
     if (manifest is None) != (frames is None):
         raise ValueError("give both --manifest and --frames, or neither (then the data stages run first)")
+    check_out([*table_inputs("--manifest", manifest), ("--frames", frames)])
     run = InlineStages(cfg, progress=log_progress)
     if manifest is None:
         data = run.prepare_data()
         manifest, frames = data["manifest"], data["frames"]
+        check_out([("the data stages' manifest", manifest), ("the data stages' frames", frames)])
     for name, uri in (("--manifest", manifest), ("--frames", frames)):
         if not storage.exists(uri):
             raise FileNotFoundError(f"{name} not found: {uri}")

@@ -29,6 +29,7 @@ def synth(
 ) -> None:
     """Render synthetic LiFT-HRA data whose labels are known by construction."""
     from lift_core.config import SyntheticConfig
+    from lift_core.output_paths import FOLDER, Output, check_outputs
     from lift_core.video.synth import write_synthetic
 
     cfg = _validated(
@@ -37,6 +38,7 @@ def synth(
          "num_frames": num_frames, "fps": fps},
         options={"num_frames": "--frames", "n_real": "--n-real", "n_prompts": "--n-prompts"},
     )
+    check_outputs([Output("--out", out, FOLDER)], [])
     typer.echo(json.dumps(write_synthetic(out, cfg), indent=2))
 
 
@@ -60,9 +62,12 @@ def ingest(
 ) -> None:
     """Read one source into a manifest; rejected entries and missing videos go to <out>.quarantine.parquet."""
     from lift_core.data.ingest import ingest_source, quarantine_uri_for
+    from lift_core.output_paths import Output, check_outputs
 
     if format not in READERS:
         raise ValueError(f"unknown --format {format!r}; expected one of: {FORMATS}")
+    check_outputs([Output("--out", out), Output("--out's quarantine", quarantine_uri_for(out))],
+                  [("--source", source), ("--videos-root", videos_root)])
     counts = ingest_source(format, source, out, videos_root)
     typer.echo(json.dumps({"out": out, "quarantine": quarantine_uri_for(out), "counts": counts}, indent=2))
 
@@ -81,10 +86,15 @@ def decode(
     from lift_core import storage
     from lift_core.config import DecodeConfig, RayConfig
     from lift_core.distributed.ray_runtime import ensure_ray
-    from lift_core.video.decode_stage import decode_manifest
+    from lift_core.output_paths import FOLDER, PARENT, Output, check_outputs, table_inputs
+    from lift_core.video.decode_stage import PARAMS_FILE, QUARANTINE_FILE, decode_manifest
 
     if not storage.exists(manifest):
         raise FileNotFoundError(f"manifest not found: {manifest}")
+    check_outputs([Output("--out", out, PARENT), Output("--out's frames/", storage.join(out, "frames"), FOLDER),
+                   Output("--out's quarantine", storage.join(out, QUARANTINE_FILE)),
+                   Output("--out's settings file", storage.join(out, PARAMS_FILE))],
+                  table_inputs("--manifest", manifest))
     if backend not in ("auto", "decord", "pyav"):
         raise ValueError(f"unknown --backend {backend!r}; expected auto, decord or pyav")
     params = _validated(

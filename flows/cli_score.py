@@ -93,9 +93,11 @@ def score(
     """Score videos with a critic: per-dimension probabilities, labels, continuous and LiFT rewards."""
     from lift_core import storage
     from lift_core.config import load_config
+    from lift_core.critic.adapter_files import check_adapter
     from lift_core.critic.scoring import adapter_base_model, lift_critic_output
     from lift_core.distributed.ray_runtime import ensure_ray
     from lift_core.progress import log_progress
+    from lift_core.output_paths import Output, check_outputs, table_inputs
     from lift_core.schemas import QUARANTINE_SCHEMA, rows_to_table
     from tasks.stages import InlineStages
 
@@ -103,8 +105,15 @@ def score(
         raise ValueError(f"unknown --format {format!r}; expected one of: {', '.join(FORMATS)}")
     if not storage.exists(storage.join(critic, "adapter_config.json")):
         raise FileNotFoundError(f"--critic {critic}: not a PEFT adapter dir (no adapter_config.json)")
+    check_adapter(critic)  # a damaged adapter is refused before any video is decoded
     src = storage.abspath_if_local(videos)
     out = storage.abspath_if_local(out)
+    # Every file this command writes, checked against every input before any work starts.
+    written = [Output("--out", out), Output("--out's quarantine", f"{_base(out)}.quarantine.parquet")]
+    if format == "lift-json":
+        written.append(Output("--out's scores", f"{_base(out)}.scores.parquet"))
+    check_outputs(written, [*table_inputs("--videos", src), ("--critic", critic), ("--config", config),
+                            ("--critic-base", critic_base if critic_base and storage.exists(critic_base) else None)])
     fmt = detect_source_format(src)
     extra = [f"critic.backbone={critic_backbone}"] if critic_backbone else []
     cfg = load_config(config, [*(overrides or []), *extra])
@@ -169,11 +178,16 @@ def import_scores(
     from lift_core import storage
     from lift_core.config import load_config
     from lift_core.critic.import_scores import import_scores as run_import
+    from lift_core.output_paths import Output, check_outputs
 
     cfg = load_config(config, overrides)
     src = storage.abspath_if_local(file)
     if not storage.exists(src):
         raise FileNotFoundError(f"not found: {file}")
+    base = out[: -len(".parquet")] if out.endswith(".parquet") else out
+    check_outputs([Output("--out", out), Output("--out's manifest", f"{base}.manifest.parquet"),
+                   Output("--out's quarantine", f"{base}.quarantine.parquet")],
+                  [("FILE", src), ("--videos-root", videos_root), ("--config", config)])
     summary = run_import(format, src, storage.abspath_if_local(out),
                          videos_root=storage.abspath_if_local(videos_root) if videos_root else None,
                          source=source, critic=cfg.critic, score=cfg.score)

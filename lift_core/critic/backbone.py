@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import numpy as np
 
 from lift_core import storage
 from lift_core.config import DIMENSIONS, LABELS, TinyCriticConfig
+from lift_core.critic.adapter_files import check_adapter
 
 IGNORE_INDEX = -100
 
@@ -248,13 +248,13 @@ def load_critic(
     is_trainable: bool = False,
 ) -> LoadedCritic:
     """Load a critic: the base ``model`` (hub id or local dir), plus a PEFT ``adapter`` dir when given."""
+    if adapter is not None:
+        check_adapter(adapter)  # before the base loads: a damaged adapter is named, not a failed load
     family = get_backbone(backbone)
     device = device or default_device()
     processor = family.load_processor(model)
     net = family.load_model(model, device, resolve_dtype(dtype, device))
     if adapter is not None:
-        if not os.path.exists(os.path.join(adapter, "adapter_config.json")):
-            raise FileNotFoundError(f"not a PEFT adapter dir (no adapter_config.json): {adapter}")
         net = family.load_adapter(net, adapter, device, is_trainable)
     if not is_trainable:
         net.eval()
@@ -369,10 +369,15 @@ def to_device(inputs: dict[str, Any], device: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- critic identity
-_HASH_LIMIT = 512 << 20  # base weights larger than this are identified by names and sizes, not bytes
+# Base weights up to this size stream their bytes into the id, as every earlier version did (the ids
+# of existing critics stay what they were); larger ones hash each file's sha256, which the stat cache
+# (``lift_core.hash_cache``) keeps, so a multi-gigabyte base is read once, not on every run.
+_HASH_LIMIT = 512 << 20
 
 
 def _hash_files(h: "hashlib._Hash", root: str, names: Sequence[str], by_content: bool) -> None:
+    from lift_core.hash_cache import file_sha256
+
     fs, path = storage.fs_and_path(root)
     for name in names:
         p = f"{path.rstrip('/')}/{name}"
@@ -382,7 +387,7 @@ def _hash_files(h: "hashlib._Hash", root: str, names: Sequence[str], by_content:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
         else:
-            h.update(str(fs.size(p)).encode())
+            h.update(file_sha256(fs, p, verify=storage.verify_requested()).encode())
 
 
 def base_model_identity(model: str) -> str:
@@ -407,19 +412,11 @@ def critic_id(model: str, adapter_dir: str | None) -> str:
     h = hashlib.sha256()
     h.update(base_model_identity(model).encode())
     if adapter_dir is not None:
-        cfg_uri = storage.join(adapter_dir, "adapter_config.json")
-        if not storage.exists(cfg_uri):
-            raise FileNotFoundError(f"not a PEFT adapter dir (no adapter_config.json): {adapter_dir}")
-        adapter_cfg = storage.read_json(cfg_uri)
+        weights = check_adapter(adapter_dir)  # a damaged adapter is refused here, before any loading
+        adapter_cfg = storage.read_json(storage.join(adapter_dir, "adapter_config.json"))
         adapter_cfg.pop("base_model_name_or_path", None)  # a path, different on every machine
         adapter_cfg.pop("revision", None)
         h.update(json.dumps(adapter_cfg, sort_keys=True).encode())
-        fs, path = storage.fs_and_path(adapter_dir)
-        weights = sorted(
-            p[len(path.rstrip("/")) + 1:] for p in fs.find(path) if p.endswith((".safetensors", ".bin"))
-        )
-        if not weights:
-            raise FileNotFoundError(f"adapter dir has no weights: {adapter_dir}")
         _hash_files(h, adapter_dir, weights, by_content=True)
     else:
         h.update(b"no-adapter")

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from lift_core import storage
 from lift_core.config import DIMENSIONS, LABELS, PipelineConfig
+from lift_core.model_identity import critic_base_fingerprint
 from lift_core.progress import ProgressFn, resolve
 from lift_core.schemas import QUARANTINE_SCHEMA, quarantine_row, rows_to_table
 
@@ -81,16 +82,16 @@ def score_manifests(
 
 
 def stage_out(cfg: PipelineConfig, manifest_uris: list[str], frames_uris: list[str], adapter_uri: str) -> tuple[str, str]:
-    """(key, output dir) of the score stage: inputs' content, ``score``, the critic's labels, frame size, code."""
+    """(key, output dir) of the score stage: inputs' content, ``score``, the critic's labels, base model's
+    content, frame size, code."""
     upstream = [storage.fingerprint_uri(u) for u in [*manifest_uris, *frames_uris, adapter_uri]]
     extra = {
         "label_values": cfg.critic.label_values,
         "backbone": cfg.critic.backbone,
         "frame_size": [cfg.decode.height, cfg.decode.width],
     }
-    cfg_uri = storage.join(adapter_uri, "adapter_config.json")
-    if storage.exists(cfg_uri) and not storage.read_json(cfg_uri).get("base_model_name_or_path"):
-        extra["base"] = cfg.critic.model  # LiFT's adapters record no base: critic.model is part of the critic
+    # The base run_score loads (critic.model, whatever the adapter records), by content.
+    extra["base"] = critic_base_fingerprint(cfg)
     key = storage.stage_key("score", upstream, cfg.score.fingerprint(), extra)
     return key, storage.stage_dir(cfg.run_root, "score", key)
 

@@ -19,9 +19,10 @@ from typing import Any, Sequence
 from lift_core import storage
 from lift_core.config import DIMENSIONS, PipelineConfig
 from lift_core.critic.train import CriticLoraRecipe
+from lift_core.model_identity import critic_base_fingerprint
 from lift_core.progress import ProgressFn, resolve
 from lift_core.schemas import QUARANTINE_SCHEMA, rows_to_table
-from lift_core.train import Callback, LoopSettings, fit, latest_checkpoint
+from lift_core.train import Callback, LoopSettings, fit, latest_checkpoint, resume_message
 from lift_core.train.loop import loss_trend, training_fingerprint
 
 STAGE = "train_critic"
@@ -40,7 +41,7 @@ def _split_rows(examples: list[Any], split: str) -> list[dict[str, Any]]:
 def stage_out(cfg: PipelineConfig, manifest_uri: str, frames_uri: str) -> tuple[str, str]:
     """(key, output dir) of the stage for these inputs and this config."""
     upstream = [storage.fingerprint_uri(u) for u in (manifest_uri, frames_uri)]
-    key = storage.stage_key(STAGE, upstream, critic_fingerprint(cfg))
+    key = storage.stage_key(STAGE, upstream, critic_fingerprint(cfg), {"base": critic_base_fingerprint(cfg)})
     return key, storage.abspath_if_local(storage.stage_dir(cfg.run_root, STAGE, key))
 
 
@@ -127,11 +128,9 @@ def run_train_critic(
     plan = plan_training(cfg, manifest_uri, frames_uri)
     train, held_out, outputs, tr = plan.train, plan.held_out, plan.outputs, cfg.critic.train
     storage.write_table(outputs["quarantine"], rows_to_table(plan.quarantine, QUARANTINE_SCHEMA))
-    resume = latest_checkpoint(out)
     phases = "".join(f"{p.steps} steps of {'+'.join(p.dimensions)}, then " for p in cfg.critic.curriculum)
     progress(0.05, f"{len(train)} training examples, {len(held_out)} held out; training {tr.max_steps} steps "
-                   f"({phases}all dimensions) on {tr.num_workers} worker(s)"
-                   + (f", resuming from step {resume[0]}" if resume else ""))
+                   f"({phases}all dimensions) on {tr.num_workers} worker(s), {resume_message(out)}")
     run_name = tr.run_name or f"lift-critic-{key}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()
     fit(CriticLoraRecipe(), cfg, plan.config["settings"], {**plan.config, "callbacks": list(callbacks)}, out,

@@ -23,11 +23,12 @@ import pyarrow as pa
 
 from lift_core import storage
 from lift_core.config import PipelineConfig
+from lift_core.model_identity import t2v_base_fingerprint
 from lift_core.progress import ProgressFn, resolve
 from lift_core.schemas import QUARANTINE_SCHEMA, caption_id, quarantine_row, rows_to_table, with_caption_id
 from lift_core.t2v.align import RewardAlignRecipe
 from lift_core.t2v.spec import get_spec
-from lift_core.train import Callback, LoopSettings, fit, latest_checkpoint
+from lift_core.train import Callback, LoopSettings, fit, latest_checkpoint, resume_message
 from lift_core.train.loop import loss_trend, training_fingerprint
 
 SAMPLES_SCHEMA = pa.schema(
@@ -150,7 +151,8 @@ def stage_out(cfg: PipelineConfig, scores_uri: str, manifest_uris: list[str]) ->
     """(key, output dir) of the stage for these inputs and this config."""
     files = [cfg.align.reward_file] if cfg.align.reward_source == "file" and cfg.align.reward_file else []
     upstream = [storage.fingerprint_uri(u) for u in [scores_uri, *manifest_uris, *files]]
-    key = storage.stage_key("align", upstream, align_fingerprint(cfg), {"t2v": cfg.t2v.fingerprint()})
+    key = storage.stage_key("align", upstream, align_fingerprint(cfg),
+                            {"t2v": cfg.t2v.fingerprint(), "base": t2v_base_fingerprint(cfg)})
     return key, storage.abspath_if_local(storage.stage_dir(cfg.run_root, "align", key))
 
 
@@ -198,9 +200,7 @@ def run_align(
     storage.write_table(outputs["samples"], pa.Table.from_pylist(samples, schema=SAMPLES_SCHEMA))
     storage.write_table(outputs["quarantine"], rows_to_table(quarantine, QUARANTINE_SCHEMA))
     recipe, extra = objective_recipe(cfg, samples, counts)
-    resume = latest_checkpoint(out)
-    progress(0.1, f"training {a.train.max_steps} steps on {a.train.num_workers} worker(s)"
-                  + (f", resuming from step {resume[0]}" if resume else ""))
+    progress(0.1, f"training {a.train.max_steps} steps on {a.train.num_workers} worker(s), {resume_message(out)}")
     config = {
         "section": "align.train",
         "model": model,

@@ -25,6 +25,7 @@ from lift_core import storage
 from lift_core.config import DIMENSIONS, PipelineConfig
 from lift_core.metrics.oracle import ATTRIBUTES
 from lift_core.metrics.paired import bootstrap_ci, mean_delta, win_rate
+from lift_core.model_identity import critic_base_fingerprint, t2v_base_fingerprint
 from lift_core.progress import ProgressFn, resolve
 from lift_core.t2v.spec import get_spec
 
@@ -279,7 +280,8 @@ def stage_out(cfg: PipelineConfig, prompts_uri: str, adapter_uri: str, align_out
     inputs = [prompts_uri, adapter_uri, lora or weights] + ([train_log] if train_log else [])
     extra = {
         "t2v": cfg.t2v.fingerprint(), "videos_per_prompt": cfg.generate.videos_per_prompt,
-        "critic": [cfg.critic.model, cfg.critic.backbone, cfg.critic.label_values],
+        "base": t2v_base_fingerprint(cfg),
+        "critic": [cfg.critic.model, cfg.critic.backbone, cfg.critic.label_values, critic_base_fingerprint(cfg)],
         "score": cfg.score.lift_values, "decode": cfg.decode.fingerprint(),
     }
     key = storage.stage_key("evaluate", [storage.fingerprint_uri(u) for u in inputs], cfg.evaluate.fingerprint(), extra)
@@ -295,6 +297,7 @@ def run_evaluate(
 ) -> storage.StageResult:
     """The ``evaluate`` stage: ``eval_parquet``, ``eval_json``, ``report_md``, ``plots``; metrics = eval.json."""
     from lift_core.t2v.builder import ensure_t2v_base
+    from lift_core.critic.adapter_files import check_adapter
     from lift_core.t2v.generate import generate_jobs, plan_jobs, select_prompts
 
     progress = resolve(progress)
@@ -303,6 +306,7 @@ def run_evaluate(
     key, out = stage_out(cfg, prompts_uri, adapter_uri, align_outputs)
     if done := storage.load_success(out):
         return done
+    check_adapter(adapter_uri)  # a damaged critic is refused before any video is generated
     ev = cfg.evaluate
     model = ensure_t2v_base(cfg)
     prompts = select_prompts(prompts_uri, ev.split, ev.max_prompts)

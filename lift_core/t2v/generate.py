@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from lift_core import storage
 from lift_core.config import DIMENSIONS, PipelineConfig, T2VConfig
+from lift_core.model_identity import t2v_base_fingerprint
 from lift_core.progress import ProgressFn, count, resolve
 from lift_core.schemas import MANIFEST_SCHEMA
 
@@ -290,7 +291,8 @@ def generate_stage_dir(
 ) -> tuple[str, str]:
     """(key, output dir) of the generate stage for these inputs."""
     upstream = [storage.fingerprint_uri(prompts_uri)] + ([storage.fingerprint_uri(lora_uri)] if lora_uri else [])
-    extra = {"t2v": cfg.t2v.fingerprint(), "split": split, "tag": tag, "lora": bool(lora_uri)}
+    extra = {"t2v": cfg.t2v.fingerprint(), "base": t2v_base_fingerprint(cfg), "split": split, "tag": tag,
+             "lora": bool(lora_uri)}
     key = storage.stage_key("generate", upstream, cfg.generate.fingerprint(), extra)
     return key, storage.abspath_if_local(storage.stage_dir(cfg.run_root, "generate", key))
 

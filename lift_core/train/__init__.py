@@ -7,7 +7,7 @@ and the final outputs.
 """
 
 from lift_core.train.callbacks import Callback
-from lift_core.train.checkpoints import CorruptCheckpoint, latest_checkpoint
+from lift_core.train.checkpoints import CorruptCheckpoint, latest_checkpoint, resume_message, resume_point
 from lift_core.train.data_order import DataOrder
 from lift_core.train.loop import LoopSettings, Recipe, TrainModel, WorkerContext, fit, run_worker
 
@@ -21,5 +21,7 @@ __all__ = [
     "WorkerContext",
     "fit",
     "latest_checkpoint",
+    "resume_message",
+    "resume_point",
     "run_worker",
 ]

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,17 +39,33 @@ def checkpoints_dir(out_uri: str) -> str:
     return storage.join(out_uri, "checkpoints")
 
 
+STEP_DIR = re.compile(r"^step-(\d+)$")
+_reported: set[str] = set()  # entries already named as not checkpoints, once per process
+
+
 def _step_of(path: str) -> int:
-    return int(path.rstrip("/").rsplit("/", 1)[-1].split("-", 1)[1])
+    return int(STEP_DIR.match(path.rstrip("/").rsplit("/", 1)[-1]).group(1))
 
 
 def _step_dirs(out_uri: str) -> tuple[Any, list[str]]:
-    """(filesystem, checkpoint folders newest first)."""
+    """(filesystem, checkpoint folders newest first).
+
+    Only folders named ``step-<digits>`` are checkpoints. Anything else in ``checkpoints/`` (a
+    ``step-000040.bak`` copy, a stray file) is left alone, and named once in a warning."""
     fs, path = storage.fs_and_path(checkpoints_dir(out_uri))
     fs.invalidate_cache(path)  # s3fs caches listings: workers wrote and pruned checkpoints since
     if not fs.exists(path):
         return fs, []
-    dirs = [e.rstrip("/") for e in fs.ls(path, detail=False) if e.rstrip("/").rsplit("/", 1)[-1].startswith("step-")]
+    dirs = []
+    for entry in fs.ls(path, detail=True):
+        name = entry["name"].rstrip("/")
+        if STEP_DIR.match(name.rsplit("/", 1)[-1]) and entry.get("type") == "directory":
+            dirs.append(name)
+        elif (uri := storage.to_uri(fs, name)) not in _reported:
+            _reported.add(uri)
+            kind = "a folder" if entry.get("type") == "directory" else "a file"
+            log.warning("ignoring %s in the checkpoints folder: %s, not a checkpoint (those are folders "
+                        "named step-<number>)", uri, kind)
     return fs, sorted(dirs, key=_step_of, reverse=True)
 
 
@@ -157,19 +174,19 @@ class Checkpoint:
     state: dict[str, Any]
 
 
-def read_checkpoint(uri: str) -> Checkpoint:
-    """Every file of the checkpoint at ``uri``, each checked against the manifest's sha256."""
-    import pyarrow.parquet as pq
-    import torch
-    from safetensors.torch import load
-
+def _verified_blobs(uri: str) -> tuple[int, dict[str, bytes]]:
+    """(step, every file's bytes) of the checkpoint at ``uri``, each checked against the manifest's size
+    and sha256; raises ``CorruptCheckpoint`` naming the file otherwise."""
     manifest_uri = storage.join(uri, MANIFEST)
     try:
         manifest = json.loads(storage.read_bytes(manifest_uri))
+        files, step = manifest["files"], int(manifest["step"])
     except FileNotFoundError:
         raise CorruptCheckpoint(f"{manifest_uri} is missing: the checkpoint is incomplete") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise CorruptCheckpoint(f"{manifest_uri} is unreadable ({type(err).__name__}: {err})") from None
     blobs: dict[str, bytes] = {}
-    for name, meta in manifest["files"].items():
+    for name, meta in files.items():
         file_uri = storage.join(uri, name)
         try:
             blob = storage.read_bytes(file_uri)
@@ -179,6 +196,16 @@ def read_checkpoint(uri: str) -> Checkpoint:
             raise CorruptCheckpoint(f"{file_uri} does not match its manifest "
                                     f"({len(blob)} bytes, expected {meta['size']}, or another sha256)")
         blobs[name] = blob
+    return step, blobs
+
+
+def read_checkpoint(uri: str) -> Checkpoint:
+    """Every file of the checkpoint at ``uri``, each checked against the manifest's sha256."""
+    import pyarrow.parquet as pq
+    import torch
+    from safetensors.torch import load
+
+    step, blobs = _verified_blobs(uri)
 
     def torch_state(name: str) -> Any:
         try:
@@ -187,15 +214,19 @@ def read_checkpoint(uri: str) -> Checkpoint:
             raise CorruptCheckpoint(f"{storage.join(uri, name)} cannot be loaded safely: {err}") from None
 
     return Checkpoint(
-        step=int(manifest["step"]), uri=uri, weights=load(blobs[WEIGHTS]), optimizer=torch_state(OPTIMIZER),
+        step=step, uri=uri, weights=load(blobs[WEIGHTS]), optimizer=torch_state(OPTIMIZER),
         scheduler=torch_state(SCHEDULER), train_log=pq.read_table(io.BytesIO(blobs[TRAIN_LOG])).to_pylist(),
         state=json.loads(blobs[STATE]),
     )
 
 
+def _skip_reporter(on_skip: Callable[[str, str], None] | None) -> Callable[[str, str], None]:
+    return on_skip or (lambda uri, why: log.warning("skipping checkpoint %s: %s", uri, why))
+
+
 def read_newest_intact(out_uri: str, on_skip: Callable[[str, str], None] | None = None) -> Checkpoint | None:
     """The newest checkpoint that passes the full (hash) check; each one skipped is reported with why."""
-    report = on_skip or (lambda uri, why: log.warning("skipping checkpoint %s: %s", uri, why))
+    report = _skip_reporter(on_skip)
     fs, dirs = _step_dirs(out_uri)
     for d in dirs:
         uri = storage.to_uri(fs, d)
@@ -207,3 +238,31 @@ def read_newest_intact(out_uri: str, on_skip: Callable[[str, str], None] | None 
                 why = str(err)
         report(uri, why)
     return None
+
+
+def resume_point(out_uri: str, on_skip: Callable[[str, str], None] | None = None) -> tuple[int, str] | None:
+    """(step, uri) of the checkpoint a run at ``out_uri`` resumes from; None: it starts from step 0.
+
+    The checkpoint ``read_newest_intact`` (what every worker loads) picks: the newest whose files all
+    match their manifest's sizes and sha256s, checked the same way but without decoding the tensors,
+    so what the driver announces is the step the workers really resume from. Each one skipped is
+    reported with why (default: a warning)."""
+    report = _skip_reporter(on_skip)
+    fs, dirs = _step_dirs(out_uri)
+    for d in dirs:
+        uri = storage.to_uri(fs, d)
+        why = problem(fs, d)
+        if why is None:
+            try:
+                return _verified_blobs(uri)[0], uri
+            except CorruptCheckpoint as err:
+                why = str(err)
+        report(uri, why)
+    return None
+
+
+def resume_message(out_uri: str) -> str:
+    """``resuming from step N (<uri>)`` or ``starting from step 0 (no intact checkpoint)``: the log line
+    of a run about to start, naming the step it really resumes from."""
+    found = resume_point(out_uri)
+    return f"resuming from step {found[0]} ({found[1]})" if found else "starting from step 0 (no intact checkpoint)"

@@ -228,7 +228,9 @@ def run_worker(recipe: Recipe, config: dict[str, Any], rank: int = 0, world: int
     if resume is not None:
         model.load_trainable_state(resume.weights)
         start, log_rows = resume.step, resume.train_log
-        log.info("resuming from %s (step %d)", resume.uri, start)
+        log.info("resuming from step %d (%s)", start, resume.uri)
+    else:
+        log.info("starting from step 0 (no intact checkpoint in %s)", checkpoints.checkpoints_dir(ctx.out_uri))
     params = model_order(model.module, model.param_groups)
     for p in params:  # trainable weights stay in fp32 whatever the base model's dtype
         if p.dtype != torch.float32:
@@ -383,7 +385,7 @@ def fit(recipe: Recipe, cfg: PipelineConfig, settings: LoopSettings, config: dic
     except Exception as err:  # Ray wraps worker errors; keep one readable line on top
         cause = storage.resource_error_in(err) or root_cause(err)  # disk full etc.: the path and the cause
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        ck = checkpoints.latest_checkpoint(out_uri)
+        ck = checkpoints.resume_point(out_uri)
         where = (f"rerun to resume from the last checkpoint (step {ck[0]}: {ck[1]})" if ck
-                 else "no checkpoint was written yet: a rerun starts over")
+                 else "no intact checkpoint: a rerun starts over")
         raise TrainingFailed(f"{what} training failed ({type(cause).__name__}: {first}); {where}") from err

@@ -14,7 +14,8 @@ import torch
 
 from lift_core import storage
 from lift_core.train import CorruptCheckpoint, latest_checkpoint, run_worker
-from lift_core.train.checkpoints import MANIFEST, OPTIMIZER, WEIGHTS, read_checkpoint, read_newest_intact
+from lift_core.train.checkpoints import (MANIFEST, OPTIMIZER, WEIGHTS, read_checkpoint, read_newest_intact, resume_message,
+                                        resume_point)
 
 
 
@@ -75,6 +76,60 @@ def test_an_altered_file_of_the_same_size_is_caught_by_its_hash(trained):
     with pytest.raises(CorruptCheckpoint, match=f"step-000006/{WEIGHTS}"):
         read_checkpoint(str(_ck(out, 6)))
     assert read_newest_intact(str(out)).step == 4
+
+
+@pytest.mark.parametrize("stray, is_dir", [
+    ("step-000040.bak", True),  # a user's backup copy of a checkpoint
+    ("step-000008", False),  # a file named like a checkpoint
+    ("step-", True), ("step-4a", True), ("latest", True), ("notes.txt", False), (".DS_Store", False),
+])
+def test_what_is_not_a_checkpoint_is_ignored_and_named(trained, Regression, loop_config, stray, is_dir, caplog):
+    out, _ = trained
+    path = out / "checkpoints" / stray
+    if is_dir:
+        path.mkdir()
+        (path / MANIFEST).write_text(json.dumps({"step": 40, "files": {}}))
+    else:
+        path.write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="lift.train"):
+        assert latest_checkpoint(str(out))[0] == 6
+        assert resume_point(str(out))[0] == 6
+        assert read_newest_intact(str(out)).step == 6
+    named = [r.getMessage() for r in caplog.records if stray in r.getMessage()]
+    assert len(named) == 1 and "not a checkpoint" in named[0]  # said once, not at every listing
+    _truncate(_ck(out, 6) / WEIGHTS)
+    run_worker(Regression(), loop_config(out, keep_checkpoints=1))  # resumes, then prunes old checkpoints
+    assert storage.read_json(str(out / "train_result.json"))["resumed_from_step"] == 4
+    assert path.exists()  # never pruned: it is not the loop's to delete
+
+
+def _alter(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damaged, expected", [
+    ({6: WEIGHTS}, 4),  # same size: only the hash sees it
+    ({6: OPTIMIZER, 4: WEIGHTS}, 2),
+    ({6: WEIGHTS, 4: WEIGHTS, 2: OPTIMIZER}, 0),
+    ({}, 6),
+])
+def test_the_step_announced_is_the_step_the_workers_resume_from(trained, Regression, loop_config, damaged, expected,
+                                                                caplog):
+    out, _ = trained
+    for step, name in damaged.items():
+        _alter(_ck(out, step) / name)
+    announced = resume_point(str(out))
+    assert (announced[0] if announced else 0) == expected
+    message = resume_message(str(out))
+    assert message.startswith(f"resuming from step {expected} (") if expected else \
+        message == "starting from step 0 (no intact checkpoint)"
+    with caplog.at_level(logging.INFO, logger="lift.train"):
+        run_worker(Regression(), loop_config(out))
+    assert storage.read_json(str(out / "train_result.json"))["resumed_from_step"] == expected
+    said = [r.getMessage() for r in caplog.records if "step 0" in r.getMessage() or "resuming" in r.getMessage()]
+    assert said and said[-1].startswith(f"resuming from step {expected} " if expected else "starting from step 0")
 
 
 class Payload:
