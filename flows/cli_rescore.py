@@ -76,7 +76,7 @@ def _store(store: Optional[str], config: Optional[str], overrides: Optional[List
 
     cfg = load_config(config, overrides)
     # A default left as it is keeps its "{run_root}" (config_from_dict expands only the values given).
-    uri = store or cfg.rescore.store.replace("{run_root}", cfg.run_root)
+    uri = store or cfg.rescore.store
     return ScoresStore(storage.abspath_if_local(uri), retries=cfg.rescore.commit_retries, migrate=migrate), cfg
 
 

@@ -101,6 +101,11 @@ class DataConfig(Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     # Ingest rejects a caption (or prompt) longer than this, per entry, with the reason.
     max_caption_chars: int = Field(4000, ge=1)
+    # Only regular files are read, each within these bounds: a FIFO or a device never hangs a source,
+    # a huge file never fills memory; an input past them is rejected with the reason.
+    max_video_bytes: int = Field(4 << 30, ge=1)  # a video file (hashed, decoded)
+    max_json_bytes: int = Field(512 << 20, ge=1)  # a JSON source, sidecar or captions.json
+    read_timeout_s: float = Field(600.0, gt=0)  # per file, checked between blocks
 
 
 class DecodeConfig(Section):
@@ -461,6 +466,13 @@ class PipelineConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     rescore: RescoreConfig = Field(default_factory=RescoreConfig)
 
+    @model_validator(mode="after")
+    def _expand_run_root_in_defaults(self) -> "PipelineConfig":
+        # Defaults such as critic.build_dir hold "{run_root}" too: expanded here, however the config was
+        # made, so that a config and its YAML dump give the same values (and the same stage keys).
+        _expand_model(self, self.run_root)
+        return self
+
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
@@ -520,6 +532,17 @@ def _expand(value: Any, run_root: str) -> Any:
     if isinstance(value, list):
         return [_expand(v, run_root) for v in value]
     return value
+
+
+def _expand_model(model: BaseModel, run_root: str) -> None:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            _expand_model(value, run_root)
+            continue
+        expanded = _expand(value, run_root)
+        if expanded != value:
+            object.__setattr__(model, name, expanded)  # no re-validation: only placeholders change
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -237,13 +237,13 @@ def ensure_critic_base(cfg: PipelineConfig) -> str:
     from lift_core import shipped
 
     c = cfg.critic
-    target = c.model.replace("{run_root}", cfg.run_root)  # the loader does not expand defaults
+    target = c.model
     if shipped.is_catalog_ref(c.model):
         wanted = build_record(cfg) if c.build_tiny is not None else None
         found = shipped.resolve(c.model, cfg.data.catalog, "critic", wanted, recipe_fingerprint())
         if found is not None:
             return found
-        target = c.build_dir.replace("{run_root}", cfg.run_root)  # the loader does not expand defaults
+        target = c.build_dir
     if c.build_tiny is None:
         return target
     local = storage.local_path(target)

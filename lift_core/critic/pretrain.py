@@ -256,11 +256,6 @@ def task_accuracy(cfg: PipelineConfig, model_dir: str, n_clips: int, seed: int) 
     return figures
 
 
-def stage_dir(cfg: PipelineConfig, record: dict[str, Any]) -> str:
-    key = storage.stage_key(STAGE, [], storage.hash_parts(record))
-    return storage.abspath_if_local(storage.stage_dir(cfg.run_root, STAGE, key))
-
-
 def pretrain_tiny_critic(cfg: PipelineConfig, model_dir: str, record: dict[str, Any],
                          progress: Any = None) -> dict[str, Any]:
     """Pre-train the freshly built tiny critic in the local directory ``model_dir`` in place. The run
@@ -272,7 +267,7 @@ def pretrain_tiny_critic(cfg: PipelineConfig, model_dir: str, record: dict[str, 
     from lift_core.train.loop import fit_once
 
     p = cfg.critic.pretrain
-    out = stage_dir(cfg, record)
+    out = storage.record_stage_dir(cfg.run_root, STAGE, record)
     config = {"section": "critic.pretrain.train", "model": model_dir, "out_model_uri": storage.join(out, "model")}
     log.info("pre-training the tiny critic VLM: %d steps", p.train.max_steps)
     figures: dict[str, Any] = {"stage_dir": out}

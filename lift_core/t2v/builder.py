@@ -280,13 +280,13 @@ def ensure_t2v_base(cfg: PipelineConfig) -> str:
       when it is missing or was built from other settings."""
     from lift_core import shipped
 
-    model = cfg.t2v.model.replace("{run_root}", cfg.run_root)  # the loader does not expand defaults
+    model = cfg.t2v.model
     wanted = build_record(cfg.t2v.build_tiny, cfg.t2v, cfg.data.split) if cfg.t2v.build_tiny is not None else None
     if shipped.is_catalog_ref(model):
         found = shipped.resolve(model, cfg.data.catalog, "t2v", wanted, recipe_fingerprint())
         if found is not None:
             return found
-        model = cfg.t2v.build_dir.replace("{run_root}", cfg.run_root)
+        model = cfg.t2v.build_dir
     if is_hub_id(model):
         if cfg.t2v.build_tiny is not None:
             raise ValueError(f"t2v.build_tiny is set but t2v.model={model!r} is a hub id; give a directory")

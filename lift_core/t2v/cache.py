@@ -104,7 +104,7 @@ class CacheNamespaces:
 def cache_root(cfg: PipelineConfig) -> str:
     """``align.cache_root`` with ``{run_root}`` expanded (defaults are not expanded by the loader) and
     local paths made absolute (Ray workers do not share the driver's working directory)."""
-    return storage.abspath_if_local(cfg.align.cache_root.replace("{run_root}", cfg.run_root))
+    return storage.abspath_if_local(cfg.align.cache_root)
 
 
 def namespaces(cfg: PipelineConfig, model: str) -> CacheNamespaces:

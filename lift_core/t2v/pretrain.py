@@ -227,11 +227,6 @@ def vae_reconstruct(vae: Any, frames: np.ndarray) -> np.ndarray:
 RECONSTRUCTION_CLIPS = 32  # held-apart clips whose reconstructions the oracle reads (a few seconds)
 
 
-def stage_dir(cfg: PipelineConfig, record: dict[str, Any]) -> str:
-    key = storage.stage_key(STAGE, [], storage.hash_parts(record))
-    return storage.abspath_if_local(storage.stage_dir(cfg.run_root, STAGE, key))
-
-
 def pretrain_tiny_t2v(cfg: PipelineConfig, model_dir: str, record: dict[str, Any],
                       progress: Any = None) -> dict[str, Any]:
     """Pre-train the freshly built tiny model in the local directory ``model_dir`` in place; training
@@ -244,7 +239,7 @@ def pretrain_tiny_t2v(cfg: PipelineConfig, model_dir: str, record: dict[str, Any
     from lift_core.train.loop import fit_once
 
     p = cfg.t2v.pretrain
-    out = stage_dir(cfg, record)
+    out = storage.record_stage_dir(cfg.run_root, STAGE, record)
     figures: dict[str, Any] = {"stage_dir": out}
     for name, recipe, section in (("vae", VaeRecipe(), p.vae), ("denoiser", DenoiserRecipe(), p.denoiser)):
         run_out = storage.join(out, name)
