@@ -324,6 +324,11 @@ def stage_dir(run_root: str, stage: str, key: str) -> str:
     return join(run_root, stage, key)
 
 
+def record_stage_dir(run_root: str, stage: str, record: dict[str, Any]) -> str:
+    """The (absolute, when local) folder of a stage keyed by a build record alone (no input URIs)."""
+    return abspath_if_local(stage_dir(run_root, stage, stage_key(stage, [], hash_parts(record))))
+
+
 # --------------------------------------------------------------------------- verified stage outputs
 def verify_requested(verify: bool | None = None) -> bool:
     """Whether cache hits check full hashes: ``verify`` when given, else ``LIFT_VERIFY_OUTPUTS``."""
