@@ -5,12 +5,16 @@ the entry index and the reason. Video bytes are not read here; the ingest stage 
 
 One entry never takes its file down:
 
-- JSON is decoded per entry: an invalid UTF-8 byte (kept as a lone surrogate, ``surrogateescape``),
-  a lone ``\ud800`` escape or a caption that is not a string rejects that entry only.
+- JSON is read through ``lift_core.data.inputs.load_json_list``, the one tolerant path every command
+  uses: a regular file within ``data.max_json_bytes``, decoded per entry. An invalid UTF-8 byte (kept
+  as a lone surrogate, ``surrogateescape``), a lone ``\ud800`` escape, an entry nested too deeply
+  (``RecursionError``) or a caption that is not a string rejects that entry only.
 - A caption over ``max_caption_chars`` (``data.max_caption_chars``) is rejected.
-- A relative video path resolves under its root (``videos_root``, else the JSON's folder); one that
-  leaves it (``../../etc/passwd``) is rejected and never opened. Absolute paths and URLs, which
-  LiFT's own files use, are allowed and counted (``ReadResult.absolute_paths``).
+- A relative video path resolves under its root (``videos_root``, else the JSON's folder; a local root
+  is made absolute, so records never depend on the working directory). One that leaves it
+  (``../../etc/passwd``), or a symlink under it that resolves outside it, is rejected and never
+  opened. Absolute paths and URLs, which LiFT's own files use, are allowed and counted
+  (``ReadResult.absolute_paths``). A path with a NUL byte is rejected as one entry.
 
 ``READERS`` reaches ``lift_core``'s reader registry (``lift_core.data.sources``) through the
 ``lift.readers`` entry point in pyproject.toml, so ``lift_core`` never imports this package.
@@ -18,12 +22,13 @@ One entry never takes its file down:
 
 from __future__ import annotations
 
-import json
+import os
 import posixpath
 import re
 from typing import Any
 
 from lift_core import storage
+from lift_core.data.inputs import InputLimits, load_json_list, load_json_value, usable
 from lift_core.data.sources import (
     DEFAULT_MAX_CAPTION_CHARS,
     VIDEO_EXTENSIONS,
@@ -37,35 +42,28 @@ from lift_core.data.sources import (
 from lift_core.domain import CRITIC_OUTPUT_KEYS, DIMENSIONS, QUESTIONS, dimension_of_question, parse_label_answer
 
 
-def _decode(raw: bytes) -> str:
-    """UTF-8 text of a JSON file; an invalid byte stays as a lone surrogate, so it rejects only its entry."""
-    return raw.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-
-
-def load_json_list(uri: str) -> list[Any]:
-    """The top-level JSON list of the file at ``uri``, decoded as the readers decode it (an invalid
-    UTF-8 byte stays in its string as a lone surrogate, a leading BOM is dropped); SourceError when
-    the file is missing, unreadable, not JSON or not a list."""
-    try:
-        text = _decode(storage.read_bytes(uri))
-    except FileNotFoundError:
-        raise SourceError(f"source not found: {uri}") from None
-    except OSError as err:
-        raise SourceError(f"cannot read {uri}: {err}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SourceError(f"{uri} is not valid JSON: {err}") from None
-    if not isinstance(data, list):
-        raise SourceError(f"{uri}: expected a JSON list at the top level, got {type(data).__name__}")
-    return data
-
-
 def _json_root(uri: str, videos_root: str | None) -> str:
-    """Where a JSON source's relative video paths resolve: ``videos_root``, else the JSON's folder."""
+    """Where a JSON source's relative video paths resolve: ``videos_root``, else the JSON's folder.
+
+    A local root is made absolute, so the records (and the manifest) never depend on the working
+    directory of a later command."""
     if videos_root is not None:
-        return videos_root
-    return uri.rsplit("/", 1)[0] if "/" in uri else "."
+        return storage.abspath_if_local(videos_root)
+    return storage.abspath_if_local(uri.rsplit("/", 1)[0] if "/" in uri else ".")
+
+
+def _limits(limits: InputLimits | None, max_caption_chars: int | None) -> InputLimits:
+    """The bounds a reader applies: ``limits`` (``read_source`` passes the config's), else the defaults
+    with ``max_caption_chars``."""
+    return limits if limits is not None else InputLimits(max_caption_chars=max_caption_chars)
+
+
+def _outside(root: str, path: str) -> str | None:
+    """Where ``path`` really is when a symlink takes it out of the local folder ``root``; else None."""
+    if storage.local_path(root) is None:
+        return None
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    return None if real == real_root or real.startswith(real_root.rstrip("/") + "/") else real
 
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -79,13 +77,22 @@ def is_absolute(video: str) -> bool:
 def _resolve(videos_root: str | None, video: Any) -> str:
     """``video`` under ``videos_root``; ValueError when it is not a path or a relative one leaves the root."""
     video = require_text(video, "video path")
+    if "\x00" in video:  # no file system takes it: this entry's problem, never the whole source's
+        raise ValueError(f"video path {storage.safe_repr(video)} contains a NUL byte")
     if is_absolute(video):
         return video
     rel = posixpath.normpath(video)
     if rel == ".." or rel.startswith("../") or rel == ".":
         where = videos_root or "the working directory"
         raise ValueError(f"video path {video!r} leaves its root {where} (relative paths must stay under it)")
-    return storage.join(videos_root, rel) if videos_root else rel
+    if not videos_root:
+        return rel
+    path = storage.join(videos_root, rel)
+    # Contained like a path: a symlink under the root that points out of it is refused too.
+    if real := _outside(videos_root, path):
+        raise ValueError(f"video path {video!r} is a symlink (or under one) that resolves to {real}, outside its "
+                         f"root {videos_root}")
+    return path
 
 
 def _finish(out: ReadResult, absolute: set[str]) -> ReadResult:
@@ -113,7 +120,8 @@ def split_lift_prompt(human: str) -> tuple[str, str]:
 
 
 def read_lift_hra(
-    uri: str, videos_root: str | None, source: str = "lift-hra", *, max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS
+    uri: str, videos_root: str | None, source: str = "lift-hra", *,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS, limits: InputLimits | None = None,
 ) -> ReadResult:
     """LLaVA conversation JSON (LiFT-HRA, VIDGEN): one entry per (video, question) -> one row per video.
 
@@ -121,12 +129,15 @@ def read_lift_hra(
     or ``Bad``; anything else rejects the entry), the rest the reason. A second rating of the same
     video and dimension, or a different caption for the same video, is rejected, never merged.
     """
+    limits = _limits(limits, max_caption_chars)
+    max_caption_chars = limits.max_caption_chars
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")
     by_video: dict[str, dict[str, Any]] = {}
     absolute: set[str] = set()
-    for i, entry in enumerate(load_json_list(uri)):
+    for i, entry in enumerate(load_json_list(uri, limits)):
         try:
+            entry = usable(entry)
             if not isinstance(entry, dict) or not isinstance(entry.get("video"), str):
                 raise ValueError("entry needs a string 'video'")
             video = _resolve(root, entry["video"])
@@ -170,14 +181,17 @@ def _video_entry(entry: Any, root: str, max_caption_chars: int | None) -> tuple[
 
 def read_lift_inference(
     uri: str, videos_root: str | None, source: str = "lift-inference", *,
-    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS, limits: InputLimits | None = None,
 ) -> ReadResult:
     """LiFT's inference input (test.json): ``[{video_id, video, caption}]``; videos resolve next to it."""
+    limits = _limits(limits, max_caption_chars)
+    max_caption_chars = limits.max_caption_chars
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")
     absolute: set[str] = set()
-    for i, entry in enumerate(load_json_list(uri)):
+    for i, entry in enumerate(load_json_list(uri, limits)):
         try:
+            entry = usable(entry)
             video, caption = _video_entry(entry, root, max_caption_chars)
         except ValueError as err:
             out.rejects.append(Reject(uri, i, str(err)))
@@ -190,14 +204,17 @@ def read_lift_inference(
 
 def read_critic_output(
     uri: str, videos_root: str | None, source: str = "critic-output", *,
-    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS, limits: InputLimits | None = None,
 ) -> ReadResult:
     """LiFT's critic_output_*.json: inference entries plus ``"Label. reason"`` per dimension."""
+    limits = _limits(limits, max_caption_chars)
+    max_caption_chars = limits.max_caption_chars
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")
     absolute: set[str] = set()
-    for i, entry in enumerate(load_json_list(uri)):
+    for i, entry in enumerate(load_json_list(uri, limits)):
         try:
+            entry = usable(entry)
             video, caption = _video_entry(entry, root, max_caption_chars)
             rec = _empty_video_record(video, caption, source)
             for dim, key in CRITIC_OUTPUT_KEYS.items():
@@ -217,7 +234,7 @@ def read_critic_output(
 
 def read_alignment(
     uri: str, videos_root: str | None, source: str = "alignment", *,
-    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS, limits: InputLimits | None = None,
 ) -> ReadResult:
     """LiFT's alignment input ``[{video, caption, score}]``; ``score`` must be a number in [0, 1].
 
@@ -226,11 +243,14 @@ def read_alignment(
     with ``align.reward_source: file`` or ``lift import-scores --format alignment``
     (``lift_core.critic.import_scores``).
     """
+    limits = _limits(limits, max_caption_chars)
+    max_caption_chars = limits.max_caption_chars
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")
     absolute: set[str] = set()
-    for i, entry in enumerate(load_json_list(uri)):
+    for i, entry in enumerate(load_json_list(uri, limits)):
         try:
+            entry = usable(entry)
             video, caption = _video_entry(entry, root, max_caption_chars)
             raw = entry.get("score")
             if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
@@ -254,12 +274,15 @@ def read_alignment(
 
 def read_vbench_prompts(
     uri: str, videos_root: str | None = None, source: str = "vbench", *,
-    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS, limits: InputLimits | None = None,
 ) -> ReadResult:
     """VBench's prompt suite: ``[{prompt_en, dimension: [...], prompt_opt?}]``."""
+    limits = _limits(limits, max_caption_chars)
+    max_caption_chars = limits.max_caption_chars
     out = ReadResult("prompts")
-    for i, entry in enumerate(load_json_list(uri)):
+    for i, entry in enumerate(load_json_list(uri, limits)):
         try:
+            entry = usable(entry)
             if not isinstance(entry, dict) or not entry.get("prompt_en"):
                 raise ValueError("entry needs a non-empty string 'prompt_en'")
             caption = require_text(entry["prompt_en"], "prompt_en", max_caption_chars).strip()
@@ -277,25 +300,36 @@ def read_vbench_prompts(
 
 def read_video_dir(
     uri: str, videos_root: str | None = None, source: str = "video-dir", *,
-    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS, limits: InputLimits | None = None,
 ) -> ReadResult:
-    """A folder of videos; captions come from a sidecar ``<name>.json`` ({"caption": ...}) or ``captions.json``."""
+    """A folder of videos; captions come from a sidecar ``<name>.json`` ({"caption": ...}) or ``captions.json``.
+
+    In a local folder, a video that is not a regular file (a FIFO, a device) or a symlink that resolves
+    outside the folder is rejected with the reason; a caption file that cannot be read (refused, not
+    JSON, nested too deeply) rejects the videos it captions, never the folder.
+    """
+    limits = _limits(limits, max_caption_chars)
+    max_caption_chars = limits.max_caption_chars
     fs, path = storage.fs_and_path(uri)
     if not fs.isdir(path):
         raise SourceError(f"not a directory: {uri}")
     out = ReadResult("videos")
     files = sorted(p for p in fs.find(path) if p.lower().endswith(VIDEO_EXTENSIONS) and "/." not in p[len(path):])
+    local = storage.local_path(uri) is not None
     shared: dict[str, str] = {}
     captions_file = f"{path.rstrip('/')}/captions.json"
     if fs.exists(captions_file):
         try:
-            shared = json.loads(_decode(fs.cat_file(captions_file)))
+            shared = load_json_value(_caption_file(fs, path, captions_file), limits)
             if not isinstance(shared, dict):
                 raise ValueError("captions.json must map file names to captions")
         except ValueError as err:
             out.rejects.append(Reject(storage.to_uri(fs, captions_file), None, str(err)))
             shared = {}
     for i, p in enumerate(files):
+        if local and (problem := _local_video_problem(path, p)):
+            out.rejects.append(Reject(storage.to_uri(fs, p), i, problem))
+            continue
         name = p.rsplit("/", 1)[-1]
         caption = shared.get(name) or shared.get(p[len(path):].lstrip("/"))
         caption_file = captions_file
@@ -303,8 +337,11 @@ def read_video_dir(
         if caption is None and fs.exists(sidecar):
             caption_file = sidecar
             try:
-                caption = json.loads(_decode(fs.cat_file(sidecar))).get("caption")
-            except (ValueError, AttributeError) as err:
+                data = load_json_value(_caption_file(fs, path, sidecar), limits)
+                if not isinstance(data, dict):
+                    raise ValueError(f'expected {{"caption": ...}}, got {type(data).__name__}')
+                caption = data.get("caption")
+            except ValueError as err:
                 out.rejects.append(Reject(storage.to_uri(fs, sidecar), i, f"bad sidecar: {err}"))
                 continue
         if not caption:
@@ -315,6 +352,28 @@ def read_video_dir(
             continue
         out.records.append(_empty_video_record(storage.to_uri(fs, p), caption, source))
     return out
+
+
+def _local_video_problem(root: str, path: str) -> str | None:
+    """Why a file found in a local video folder is not read: a symlink out of the folder, or not a
+    regular file; None when it is fine (a missing target is the hashing step's to report)."""
+    if real := _outside(root, path):
+        return f"a symlink that resolves to {real}, outside the folder {root}"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if kind := storage.non_regular_kind(mode):
+        return f"not a regular file ({kind}); only regular files are read"
+    return None
+
+
+def _caption_file(fs, root: str, path: str) -> str:
+    """The URI of a caption file of a folder; ``ValueError`` when it is a symlink out of a local folder."""
+    uri = storage.to_uri(fs, path)
+    if storage.local_path(uri) is not None and (real := _outside(root, path)):
+        raise ValueError(f"a symlink that resolves to {real}, outside the folder {root}")
+    return uri
 
 
 # Format name -> reader: the ``lift.readers`` entry point (the catalog's ``format`` values).

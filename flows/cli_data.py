@@ -7,7 +7,7 @@ Each prints a JSON summary on stdout. Expected failures raise ValueError/FileNot
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -59,16 +59,23 @@ def ingest(
     source: str = typer.Option(..., "--source", help="source file or folder (fsspec URI)"),
     out: str = typer.Option(..., "--out", help="manifest.parquet (prompt formats: the prompt table) to write"),
     videos_root: Optional[str] = typer.Option(None, "--videos-root", help="where relative video paths resolve"),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="pipeline config YAML (its data.* limits "
+                                         "and data.split apply)"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="config overrides as dotted.key=value"),
 ) -> None:
     """Read one source into a manifest; rejected entries and missing videos go to <out>.quarantine.parquet."""
+    from lift_core.config import load_config
     from lift_core.data.ingest import ingest_source, quarantine_uri_for
+    from lift_core.data.inputs import InputLimits
     from lift_core.output_paths import Output, check_outputs
 
     if format not in READERS:
         raise ValueError(f"unknown --format {format!r}; expected one of: {FORMATS}")
     check_outputs([Output("--out", out), Output("--out's quarantine", quarantine_uri_for(out))],
                   [("--source", source), ("--videos-root", videos_root)])
-    counts = ingest_source(format, source, out, videos_root)
+    cfg = load_config(config, overrides)  # the same data.* bounds as lift score and the ingest stage
+    counts = ingest_source(format, source, out, videos_root, split=cfg.data.split,
+                           limits=InputLimits.from_config(cfg.data))
     typer.echo(json.dumps({"out": out, "quarantine": quarantine_uri_for(out), "counts": counts}, indent=2))
 
 
@@ -81,10 +88,17 @@ def decode(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="videos per Ray task and per shard"),
     backend: str = typer.Option("auto", "--backend", help="auto (decord, PyAV fallback), decord or pyav"),
     num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs for a local Ray"),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="pipeline config YAML (its data.* limits "
+                                         "apply; the options above set the decode settings)"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="config overrides as dotted.key=value"),
 ) -> None:
-    """Decode every video of a manifest into frames Parquet shards (Ray Data); rerunning resumes."""
+    """Decode every video of a manifest into frames Parquet shards (Ray Data); rerunning resumes.
+
+    Each row's file must hold the video its ``video_id`` names (else it is quarantined with both ids);
+    relative URIs resolve against the manifest's folder, not the working directory."""
     from lift_core import storage
-    from lift_core.config import DecodeConfig, RayConfig
+    from lift_core.config import DecodeConfig, RayConfig, load_config
+    from lift_core.data.inputs import InputLimits
     from lift_core.distributed.ray_runtime import ensure_ray
     from lift_core.output_paths import FOLDER, PARENT, Output, check_outputs, table_inputs
     from lift_core.video.decode_stage import PARAMS_FILE, QUARANTINE_FILE, decode_manifest
@@ -102,7 +116,7 @@ def decode(
         options={"batch_size": "--batch-size"},
     )
     ensure_ray(RayConfig(num_cpus=num_cpus))
-    res = decode_manifest(manifest, out, params)
+    res = decode_manifest(manifest, out, params, limits=InputLimits.from_config(load_config(config, overrides).data))
     typer.echo(json.dumps(res, indent=2))
 
 

@@ -20,25 +20,44 @@ import typer
 FORMATS = ("parquet", "lift-json")
 
 
-def detect_source_format(src: str) -> str:
-    """The reader for SRC: ``manifest``, ``video-dir``, ``lift-inference`` or ``lift-hra``."""
+# How a LiFT JSON says its format: the first entry that has one of these keys decides (entries that
+# decide nothing, ``null`` or a dict of other keys, are looked past and rejected by the reader).
+JSON_FORMAT_RULES = (
+    ("lift-hra", lambda e: "conversations" in e),
+    ("lift-inference", lambda e: "video" in e or "caption" in e),
+)
+
+
+def source_format(src: str, limits: Any = None) -> tuple[str, str | None]:
+    """The reader for SRC (``manifest``, ``video-dir``, ``lift-inference`` or ``lift-hra``) and, for a
+    JSON, which entry decided it (``"entry 3"``).
+
+    A JSON is read as ``lift ingest`` reads it (``lift_core.data.inputs.load_json_list``: a BOM or an
+    invalid byte in one entry does not fail the file).
+    """
     from lift_core import storage
+    from lift_core.data.inputs import deciding_entry, load_json_list
 
     fs, path = storage.fs_and_path(src)
     if not fs.exists(path):
         raise FileNotFoundError(f"--videos not found: {src}")
     if fs.isdir(path):
-        return "video-dir"
+        return "video-dir", None
     if path.endswith(".parquet"):
-        return "manifest"
+        return "manifest", None
     if path.endswith(".json"):
-        try:
-            data = json.loads(storage.read_text(src))
-        except ValueError as err:
-            raise ValueError(f"{src} is not valid JSON: {err}") from None
-        first = data[0] if isinstance(data, list) and data else None
-        return "lift-hra" if isinstance(first, dict) and "conversations" in first else "lift-inference"
+        entries = load_json_list(src, limits)
+        found = deciding_entry(entries, JSON_FORMAT_RULES)
+        if found is None:
+            raise ValueError(f"{src}: none of its {len(entries)} entries says which LiFT format it is (an entry with "
+                             "'conversations' is LiFT-HRA; one with 'video' and 'caption' is LiFT's inference input)")
+        return found[0], f"entry {found[1]}"
     raise ValueError(f"--videos {src}: expected a manifest .parquet, a folder of videos or a LiFT .json")
+
+
+def detect_source_format(src: str, limits: Any = None) -> str:
+    """The reader for SRC: ``manifest``, ``video-dir``, ``lift-inference`` or ``lift-hra`` (``source_format``)."""
+    return source_format(src, limits)[0]
 
 
 def _base(out: str) -> str:
@@ -49,28 +68,43 @@ def _base(out: str) -> str:
 
 
 def prepare_manifest(
-    src: str, fmt: str, work_dir: str
+    src: str, fmt: str, work_dir: str, limits: Any = None, split: Any = None,
 ) -> tuple[str, list[dict[str, Any]], dict[int, tuple[str, str]]]:
-    """A manifest for SRC (ingested into ``work_dir`` unless SRC is one), the ingest rejects, and the
-    (``video_id``, ``caption_id``) that each accepted entry of SRC is scored as (``source_pairs``).
+    """A manifest for SRC under ``work_dir``, the ingest rejects, and the (``video_id``, ``caption_id``)
+    that each accepted entry of SRC is scored as (``source_pairs``).
 
-    The manifest has one row per distinct (video, caption) of the accepted entries: the critic's
-    prompts hold the caption, so two entries of one video with different captions are scored apart.
+    A SRC that is a manifest is checked row by row (``check_rows``: a row whose file holds another
+    video than its ``video_id`` is a reject, with both ids) and copied with its relative URIs resolved
+    (against its ``lift.uri_base``, else its own folder: ``lift_core.data.manifest``), so the decode
+    stage's cache key names the files, not only the manifest's bytes.
+    Other sources are ingested with the config's ``data.*`` bounds (``limits``) and ``split``; the
+    manifest has one row per distinct (video, caption) of the accepted entries: the critic's prompts
+    hold the caption, so two entries of one video with different captions are scored apart, and a copy
+    of a video drops no entry.
     """
     from lift_core import storage
     from lift_core.critic.scoring import source_pairs
     from lift_core.data.ingest import ingest_source
+    from lift_core.data.inputs import InputLimits
+    from lift_core.data.manifest import check_rows, read_manifest, write_manifest
     from lift_core.schemas import MANIFEST_SCHEMA, rows_to_table
 
     if fmt == "manifest":
-        return src, [], {}
+        table = read_manifest(src)
+        good, bad = check_rows(table, limits or InputLimits())
+        if good.num_rows == 0:
+            raise ValueError(f"no usable rows in {src}: " + (bad[0]["error"] if bad else "it is empty"))
+        key = storage.hash_parts(storage.fingerprint_uri(src), table.column("uri").to_pylist())
+        manifest = storage.join(work_dir, "score-inputs", key, "manifest.parquet")
+        write_manifest(manifest, good)  # rewritten each run: which rows pass depends on the files now
+        return manifest, bad, {}
     manifest = storage.join(work_dir, "score-inputs", storage.fingerprint_uri(src), "manifest.parquet")
-    counts = ingest_source(fmt, src, manifest)
+    counts = ingest_source(fmt, src, manifest, split=split, limits=limits, every_entry_used=True)
     if counts.get("videos", 0) == 0:
         raise ValueError(f"no usable videos in {src} (see {_base(manifest)}.quarantine.parquet)")
     rejects = storage.read_table(f"{_base(manifest)}.quarantine.parquet").to_pylist()
-    pairs, entry_keys = source_pairs(fmt, src, storage.read_table(manifest).to_pylist())
-    storage.write_table(manifest, rows_to_table(pairs, MANIFEST_SCHEMA))
+    pairs, entry_keys = source_pairs(fmt, src, storage.read_table(manifest).to_pylist(), limits=limits)
+    write_manifest(manifest, rows_to_table(pairs, MANIFEST_SCHEMA))
     return manifest, rejects, entry_keys
 
 
@@ -95,6 +129,7 @@ def score(
     from lift_core.config import load_config
     from lift_core.critic.adapter_files import check_adapter
     from lift_core.critic.scoring import adapter_base_model, lift_critic_output
+    from lift_core.data.inputs import InputLimits, load_json_list
     from lift_core.distributed.ray_runtime import ensure_ray
     from lift_core.progress import log_progress
     from lift_core.output_paths import Output, check_outputs, table_inputs
@@ -114,9 +149,10 @@ def score(
         written.append(Output("--out's scores", f"{_base(out)}.scores.parquet"))
     check_outputs(written, [*table_inputs("--videos", src), ("--critic", critic), ("--config", config),
                             ("--critic-base", critic_base if critic_base and storage.exists(critic_base) else None)])
-    fmt = detect_source_format(src)
     extra = [f"critic.backbone={critic_backbone}"] if critic_backbone else []
     cfg = load_config(config, [*(overrides or []), *extra])
+    limits = InputLimits.from_config(cfg.data)  # the same data.* bounds as lift ingest and the ingest stage
+    fmt, decided_by = source_format(src, limits)
     critic = storage.abspath_if_local(critic)
     want_reasons = rationale if rationale is not None else (format == "lift-json" or cfg.score.rationale)
     # Everything in SRC is scored (the pipeline's source filter does not apply here), by --critic-base,
@@ -131,7 +167,7 @@ def score(
         "critic": cfg.critic.model_copy(update={"model": base, "build_tiny": None}),
     })
 
-    manifest, rejects, entry_keys = prepare_manifest(src, fmt, cfg.run_root)
+    manifest, rejects, entry_keys = prepare_manifest(src, fmt, cfg.run_root, limits, cfg.data.split)
     ensure_ray(cfg.ray)
     run = InlineStages(cfg, progress=log_progress)
     decoded = run.decode(manifest)
@@ -146,13 +182,14 @@ def score(
     critic_id = scored["metrics"]["critic_id"]
     summary: dict[str, Any] = {"scores": scores_uri, "critic_id": critic_id, **scored["counts"],
                                "quarantined": len(quarantine), "quarantine": quarantine_uri,
-                               "stage_dir": scored["out_uri"]}
+                               "stage_dir": scored["out_uri"], "source_format": fmt}
+    if decided_by:
+        summary["source_format_decided_by"] = decided_by
     if format == "lift-json":
         rows = storage.read_table(scores_uri).to_pylist()
         rows = [r for r in rows if r["critic_id"] == critic_id]
         # Decoded as the reader decodes it: an undecodable entry was rejected, the rest are kept as is.
-        lift_entries = (json.loads(storage.read_bytes(src).decode("utf-8", "surrogateescape").removeprefix("\ufeff"))
-                        if fmt == "lift-inference" else None)
+        lift_entries = load_json_list(src, limits) if fmt == "lift-inference" else None
         # Each entry gets the scores of its own (video, caption); a rejected or unscored one is missing.
         entries, missing = lift_critic_output(rows, lift_entries, entry_keys)
         text = json.dumps(entries, ensure_ascii=False, indent=4)
@@ -160,6 +197,10 @@ def score(
         summary.update({"json": out, "json_entries": len(entries), "json_missing": missing})
         for video in missing:
             typer.echo(f"lift: warning: {video}: not scored (see {quarantine_uri})", err=True)
+    if quarantine:
+        first = quarantine[0]
+        typer.echo(f"lift: warning: {len(quarantine)} input(s) quarantined, e.g. {first['uri']}: {first['error']} "
+                   f"(all in {quarantine_uri})", err=True)
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -178,6 +219,7 @@ def import_scores(
     from lift_core import storage
     from lift_core.config import load_config
     from lift_core.critic.import_scores import import_scores as run_import
+    from lift_core.data.inputs import InputLimits
     from lift_core.output_paths import Output, check_outputs
 
     cfg = load_config(config, overrides)
@@ -190,7 +232,7 @@ def import_scores(
                   [("FILE", src), ("--videos-root", videos_root), ("--config", config)])
     summary = run_import(format, src, storage.abspath_if_local(out),
                          videos_root=storage.abspath_if_local(videos_root) if videos_root else None,
-                         source=source, critic=cfg.critic, score=cfg.score)
+                         source=source, critic=cfg.critic, score=cfg.score, limits=InputLimits.from_config(cfg.data))
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -199,4 +241,4 @@ def register(app: typer.Typer) -> None:
     app.command("import-scores")(import_scores)
 
 
-__all__ = ["register", "score", "import_scores", "detect_source_format"]
+__all__ = ["register", "score", "import_scores", "detect_source_format", "source_format"]

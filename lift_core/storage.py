@@ -20,7 +20,9 @@ import logging
 import os
 import re
 import shutil
+import stat as stat_mod
 import tempfile
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -276,6 +278,114 @@ def content_id(uri: str, chunk: int = 1 << 20) -> str:
                 break
             h.update(block)
     return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- bounded input reads
+# Inputs named by users (video files, JSON sources) are read only when they are regular files, up to a
+# byte limit and a deadline: a FIFO or a device (``/dev/zero``) would block or never end, a 50 GB file
+# would fill memory. A refusal is an ``OSError``, so the stages that quarantine an unreadable input
+# quarantine it too, with the reason.
+class InputRefusedError(OSError):
+    """An input that is not read: not a regular file, over the byte limit, or a NUL byte in its path."""
+
+
+class InputTimeoutError(InputRefusedError, TimeoutError):
+    """Reading an input took longer than its deadline."""
+
+
+_KINDS = ((stat_mod.S_ISFIFO, "a FIFO"), (stat_mod.S_ISCHR, "a character device"), (stat_mod.S_ISBLK, "a block device"),
+          (stat_mod.S_ISSOCK, "a socket"), (stat_mod.S_ISDIR, "a directory"))
+
+
+def non_regular_kind(mode: int) -> str | None:
+    """What a non-regular file is ("a FIFO"), or None for a regular file."""
+    if stat_mod.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def input_blocks(uri: str, max_bytes: int, timeout_s: float | None = None, *, limit_name: str = "the byte limit",
+                 chunk: int = 1 << 20) -> Iterable[bytes]:
+    """The bytes of the input at ``uri`` in blocks, read only if it is a regular file of at most
+    ``max_bytes`` and within ``timeout_s`` seconds (checked between blocks).
+
+    Local files are checked with ``stat`` before they are opened, so a FIFO or a device is never
+    opened (opening a FIFO blocks until a writer comes), and again on the opened descriptor, so a file
+    swapped in between is caught too. A remote file must list as a ``file``. Raises
+    ``InputRefusedError`` (``IsADirectoryError`` for a folder, ``FileNotFoundError`` when missing);
+    ``limit_name`` names the setting in the message (``data.max_video_bytes``).
+    """
+    if "\x00" in str(uri):
+        raise InputRefusedError(f"path contains a NUL byte: {safe_repr(uri)}")
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def check(total: int, known: bool = False) -> None:
+        if total > max_bytes:
+            size = f"{total} bytes" if known else f"more than {max_bytes} bytes"
+            raise InputRefusedError(f"{uri}: {size}, over the limit of {max_bytes} ({limit_name})")
+        if deadline is not None and time.monotonic() > deadline:
+            raise InputTimeoutError(f"{uri}: not read within {timeout_s:g} s")
+
+    def refuse(mode: int) -> None:
+        kind = non_regular_kind(mode)
+        if kind == "a directory":
+            raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", uri)
+        if kind:
+            raise InputRefusedError(f"{uri}: not a regular file ({kind}); only regular files are read")
+
+    local = local_path(uri)
+    if local is not None:
+        refuse(os.stat(local).st_mode)  # follows symlinks: what would be read
+        fd = os.open(local, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            st = os.fstat(fd)
+            refuse(st.st_mode)
+            check(st.st_size, known=True)
+            total = 0
+            while block := f.read(chunk):
+                total += len(block)
+                check(total)
+                yield block
+        return
+    fs, path = fs_and_path(uri)
+    try:
+        info = fs.info(path)
+        if info.get("type") == "directory":
+            raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", uri)
+        if info.get("type") not in (None, "file"):
+            raise InputRefusedError(f"{uri}: not a regular file ({info.get('type')}); only regular files are read")
+        check(int(info.get("size") or 0), known=True)
+        total = 0
+        with fs.open(path, "rb") as f:
+            while block := f.read(chunk):
+                total += len(block)
+                check(total)
+                yield block
+    except Exception as err:
+        if resource := as_resource_error(err, uri, "reading", writing=False):
+            raise resource from err
+        raise
+
+
+def read_input_bytes(uri: str, max_bytes: int, timeout_s: float | None = None, *,
+                     limit_name: str = "the byte limit") -> bytes:
+    """All of ``input_blocks``: the bytes of a regular file within the byte limit and deadline."""
+    return b"".join(input_blocks(uri, max_bytes, timeout_s, limit_name=limit_name))
+
+
+def input_content_id(uri: str, max_bytes: int, timeout_s: float | None = None, *,
+                     limit_name: str = "the byte limit") -> str:
+    """``content_id`` of an input, read through ``input_blocks`` (regular files only, bounded)."""
+    h = hashlib.sha256()
+    for block in input_blocks(uri, max_bytes, timeout_s, limit_name=limit_name):
+        h.update(block)
+    return h.hexdigest()[:16]
+
+
+def safe_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut to ``limit`` characters: fit for an error message about any input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def hash_parts(*parts: Any) -> str:

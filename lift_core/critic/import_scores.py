@@ -29,6 +29,8 @@ import numpy as np
 
 from lift_core import storage
 from lift_core.config import DIMENSIONS, LABELS, CriticConfig, ScoreConfig
+from lift_core.data.inputs import InputLimits, deciding_entry, load_json_list
+from lift_core.data.manifest import write_manifest
 from lift_core.schemas import MANIFEST_SCHEMA, QUARANTINE_SCHEMA, caption_id, quarantine_row, rows_to_table
 
 FORMATS: tuple[str, ...] = ("critic-output", "alignment")
@@ -36,25 +38,27 @@ FILE_CRITIC_PREFIX = "file-"
 STAGE = "import-scores"
 
 
-def file_critic_id(uri: str) -> str:
-    """``file-<sha256 of the file's bytes, 16 hex>``: the critic id of rows imported from ``uri``."""
-    return FILE_CRITIC_PREFIX + storage.sha256_hex(storage.read_bytes(uri))[:16]
+def file_critic_id(uri: str, limits: InputLimits | None = None) -> str:
+    """``file-<sha256 of the file's bytes, 16 hex>``: the critic id of rows imported from ``uri`` (read
+    as a JSON source is: a regular file within ``data.max_json_bytes``)."""
+    return FILE_CRITIC_PREFIX + storage.sha256_hex((limits or InputLimits()).read_json_bytes(uri))[:16]
 
 
 def is_file_critic(critic_id: str | None) -> bool:
     return bool(critic_id) and str(critic_id).startswith(FILE_CRITIC_PREFIX)
 
 
-def detect_format(uri: str) -> str:
-    """``alignment`` when the file's first entry has a ``score``, else ``critic-output``."""
-    import json
+def detect_format(uri: str, limits: InputLimits | None = None) -> str:
+    """``alignment`` when the first entry that decides has a ``score``, ``critic-output`` when it has a
+    critic answer (entries that decide nothing, such as ``null``, are looked past); ``critic-output``
+    when none decides. Read as every command reads a JSON source (``load_json_list``)."""
+    from lift_core.domain import CRITIC_OUTPUT_KEYS
 
-    try:
-        data = json.loads(storage.read_bytes(uri).decode("utf-8", "surrogateescape").removeprefix("\ufeff"))
-    except ValueError as err:
-        raise ValueError(f"{uri} is not valid JSON: {err}") from None
-    first = data[0] if isinstance(data, list) and data else None
-    return "alignment" if isinstance(first, dict) and "score" in first else "critic-output"
+    found = deciding_entry(load_json_list(uri, limits), [
+        ("alignment", lambda e: "score" in e),
+        ("critic-output", lambda e: any(k in e for k in CRITIC_OUTPUT_KEYS.values())),
+    ])
+    return found[0] if found else "critic-output"
 
 
 def import_score_rows(
@@ -65,22 +69,25 @@ def import_score_rows(
     source: str = "generated",
     critic: CriticConfig | None = None,
     score: ScoreConfig | None = None,
+    limits: InputLimits | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(score rows, manifest rows, quarantine rows) of LiFT file ``uri`` in format ``fmt``."""
+    """(score rows, manifest rows, quarantine rows) of LiFT file ``uri`` in format ``fmt``, read within
+    ``limits`` (the config's ``data.*`` bounds)."""
     from lift_core.critic.scoring import RewardMapping, assemble_rows
     from lift_core.data.sources import read_source
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown --format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+    limits = limits or InputLimits()
     mapping = RewardMapping.from_config(critic or CriticConfig(), score or ScoreConfig())
-    result = read_source(fmt, uri, videos_root, source=source)
+    result = read_source(fmt, uri, videos_root, source=source, limits=limits)
     quarantine = [quarantine_row(r.file, STAGE, str(r)) for r in result.rejects]
-    cid = file_critic_id(uri)
+    cid = file_critic_id(uri, limits)
     meta, records = [], []
     for rec in result.records:
         try:
-            vid = storage.content_id(rec["uri"])
-        except OSError as err:
+            vid = limits.video_content_id(rec["uri"])
+        except (OSError, ValueError) as err:  # missing, unreadable or refused (not a regular file, too big)
             quarantine.append(quarantine_row(rec["uri"], STAGE, f"video not readable: {type(err).__name__}: {err}"))
             continue
         meta.append({"video_id": vid, "uri": rec["uri"], "caption": rec["caption"], "source": source,
@@ -110,25 +117,27 @@ def import_scores(
     source: str = "generated",
     critic: CriticConfig | None = None,
     score: ScoreConfig | None = None,
+    limits: InputLimits | None = None,
 ) -> dict[str, Any]:
     """Write ``out_uri`` (scores), ``<out>.manifest.parquet`` and ``<out>.quarantine.parquet``; returns a summary."""
     from lift_core.critic.scoring import rows_to_scores_table
 
     rows, manifest, quarantine = import_score_rows(fmt, uri, videos_root=videos_root, source=source,
-                                                   critic=critic, score=score)
+                                                   critic=critic, score=score, limits=limits)
     base = out_uri[: -len(".parquet")] if out_uri.endswith(".parquet") else out_uri
     outputs = {"scores": out_uri, "manifest": f"{base}.manifest.parquet", "quarantine": f"{base}.quarantine.parquet"}
     storage.write_table(outputs["scores"], rows_to_scores_table(rows))
-    storage.write_table(outputs["manifest"], rows_to_table(manifest, MANIFEST_SCHEMA))
+    write_manifest(outputs["manifest"], rows_to_table(manifest, MANIFEST_SCHEMA))
     storage.write_table(outputs["quarantine"], rows_to_table(quarantine, QUARANTINE_SCHEMA))
-    return {**outputs, "format": fmt, "critic_id": file_critic_id(uri), "rows": len(rows),
+    return {**outputs, "format": fmt, "critic_id": file_critic_id(uri, limits), "rows": len(rows),
             "quarantined": len(quarantine)}
 
 
-def file_score_rows(uri: str, critic: CriticConfig | None = None, score: ScoreConfig | None = None) -> list[dict]:
+def file_score_rows(uri: str, critic: CriticConfig | None = None, score: ScoreConfig | None = None,
+                    limits: InputLimits | None = None) -> list[dict]:
     """Score rows of a reward file: a scores ``.parquet`` (as ``lift import-scores`` writes) or a LiFT
     JSON (``alignment`` or ``critic-output``, detected); rejects and unreadable videos are left out."""
     if uri.endswith(".parquet"):
         return storage.read_table(uri).to_pylist()
-    rows, _, _ = import_score_rows(detect_format(uri), uri, critic=critic, score=score)
+    rows, _, _ = import_score_rows(detect_format(uri, limits), uri, critic=critic, score=score, limits=limits)
     return rows

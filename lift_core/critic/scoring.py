@@ -431,7 +431,7 @@ ONE_RECORD_PER_ENTRY = ("lift-inference", "critic-output", "alignment")
 
 
 def source_pairs(
-    fmt: str, src: str, manifest: Sequence[Mapping[str, Any]]
+    fmt: str, src: str, manifest: Sequence[Mapping[str, Any]], limits: Any = None,
 ) -> tuple[list[dict[str, Any]], dict[int, tuple[str, str]]]:
     """What to score for the entries of ``src``: manifest rows, one per distinct (video, caption).
 
@@ -441,13 +441,18 @@ def source_pairs(
     A video's id comes from ``manifest`` by URI, else from its content (a copy of a kept video); an
     entry whose file cannot be read has none and is not scored (ingest quarantined it).
 
+    ``limits`` (``InputLimits``: the config's ``data.*`` bounds) must be those ingest used, so that
+    the same entries are accepted.
+
     Returns the rows (``MANIFEST_SCHEMA`` columns plus ``caption_id``, the first entry of each pair
     wins) and, for formats whose entries are one record each (``ONE_RECORD_PER_ENTRY``), the
     ``{entry index: (video_id, caption_id)}`` of the accepted entries.
     """
+    from lift_core.data.inputs import InputLimits
     from lift_core.data.sources import read_source
 
-    result = read_source(fmt, src)
+    limits = limits or InputLimits()
+    result = read_source(fmt, src, limits=limits)
     ids = {r["uri"]: r["video_id"] for r in manifest}
     split = {r["video_id"]: r.get("split") for r in manifest}
     pairs: dict[tuple[str, str], dict[str, Any]] = {}
@@ -456,8 +461,8 @@ def source_pairs(
         vid = ids.get(rec["uri"])
         if vid is None:
             try:
-                vid = ids[rec["uri"]] = storage.content_id(rec["uri"])
-            except OSError:  # missing or unreadable: quarantined by ingest
+                vid = ids[rec["uri"]] = limits.video_content_id(rec["uri"])
+            except (OSError, ValueError):  # missing, unreadable or refused: quarantined by ingest
                 record_keys.append(None)
                 continue
         key = (vid, caption_id(rec["caption"]))

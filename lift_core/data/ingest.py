@@ -1,7 +1,11 @@
 """Ingest stage: catalog datasets -> ``manifest.parquet`` (videos), ``prompts.parquet``, ``quarantine.parquet``.
 
 - ``video_id`` is the content id of the video bytes (``storage.content_id``); a video whose file is
-  missing or unreadable becomes a quarantine row.
+  missing or unreadable, or is refused (not a regular file, over ``data.max_video_bytes``, past
+  ``data.read_timeout_s``), becomes a quarantine row. Every ``data.*`` bound applies
+  (``InputLimits.from_config``).
+- The manifest holds absolute URIs and records its base (``lift_core.data.manifest``): it means the
+  same files whatever directory a later command runs in.
 - Rejected entries of a reader (file, entry index, reason) become quarantine rows too.
 - Bounded, decodable inputs: every record of every reader is checked again before its video is
   opened (a caption that is not text, is undecodable or longer than ``data.max_caption_chars``; a
@@ -10,7 +14,8 @@
 - Containment: the readers reject relative video paths that leave their root; absolute paths and
   URLs are allowed and counted (``absolute_paths``).
 - Videos are merged over all datasets and deduplicated by ``video_id`` (the first dataset listed
-  wins); prompts by their text (VBench tags are merged). Every duplicate is counted.
+  wins); prompts by their text (VBench tags are merged). Every duplicate is counted; a duplicate file
+  is quarantined only when its caption or labels are dropped with it.
 - Splits are deterministic: a salted hash of the ``video_id`` (prompts: of the prompt text).
 """
 
@@ -24,8 +29,10 @@ from typing import Any
 import pyarrow as pa
 
 from lift_core import storage
-from lift_core.config import PipelineConfig, SplitConfig
+from lift_core.config import DIMENSIONS, PipelineConfig, SplitConfig
 from lift_core.data.catalog import DatasetEntry, load_catalog
+from lift_core.data.inputs import InputLimits
+from lift_core.data.manifest import write_manifest
 from lift_core.data.sources import DEFAULT_MAX_CAPTION_CHARS, ReadResult, read_source, record_problem, safe_text
 from lift_core.progress import ProgressFn, resolve
 from lift_core.schemas import MANIFEST_SCHEMA, PROMPTS_SCHEMA, QUARANTINE_SCHEMA, quarantine_row, rows_to_table
@@ -47,17 +54,23 @@ def prompt_id(text: str) -> str:
     return hashlib.sha256(text.strip().encode()).hexdigest()[:16]
 
 
-def hash_videos(records: list[dict[str, Any]], workers: int = 8) -> tuple[list[dict], list[dict]]:
-    """Attach content-derived ``video_id``s; missing or unreadable files become quarantine rows."""
+def hash_videos(
+    records: list[dict[str, Any]], workers: int = 8, limits: InputLimits | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Attach content-derived ``video_id``s; missing, unreadable or refused files (not a regular file,
+    over ``data.max_video_bytes``, past ``data.read_timeout_s``) become quarantine rows."""
+    limits = limits or InputLimits()
 
     def one(rec: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
         try:
-            return rec, storage.content_id(rec["uri"]), None
+            return rec, limits.video_content_id(rec["uri"]), None
         except FileNotFoundError:
             return rec, None, f"missing video file: {rec['uri']}"
         except IsADirectoryError:
             return rec, None, f"not a file: {rec['uri']}"
-        except OSError as err:
+        except storage.InputRefusedError as err:
+            return rec, None, f"video file refused: {err}"
+        except (OSError, ValueError) as err:  # ValueError: a path no file system takes (a plugin's record)
             return rec, None, f"unreadable video file: {type(err).__name__}: {err}"
 
     ok, bad = [], []
@@ -114,10 +127,24 @@ class IngestTables:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+# What a manifest row holds of its entry besides the video: a duplicate file that differs in any of
+# these loses it (the manifest keeps one row per video), so only then is it quarantined as dropped.
+_ROW_CONTENT = ("caption", "source", *(f"{k}_{d}" for d in DIMENSIONS for k in ("label", "reason")))
+
+
 def build_tables(
-    results: list[ReadResult], split: SplitConfig, max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS
+    results: list[ReadResult], split: SplitConfig, max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+    *, limits: InputLimits | None = None, every_entry_used: bool = False,
 ) -> IngestTables:
-    """Merge reader results into the manifest, prompt and quarantine tables (sorted by id)."""
+    """Merge reader results into the manifest, prompt and quarantine tables (sorted by id).
+
+    A file whose content is already in the manifest (a copy) is counted in ``duplicate_videos``; it is
+    quarantined only when something of it is dropped: its caption, labels or reasons differ from the
+    kept row's. ``every_entry_used``: the caller uses every accepted entry (``lift score`` scores each
+    (video, caption) pair), so a copy drops nothing and is never quarantined.
+    """
+    limits = limits or InputLimits(max_caption_chars=max_caption_chars)
+    max_caption_chars = limits.max_caption_chars
     videos: dict[str, dict[str, Any]] = {}
     prompts: dict[str, dict[str, Any]] = {}
     quarantine: list[dict[str, Any]] = []
@@ -144,17 +171,18 @@ def build_tables(
                     continue
                 prompts[pid] = {**rec, "prompt_id": pid, "split": assign_split(rec["caption"].strip(), split)}
             continue
-        hashed, bad = hash_videos(records)
+        hashed, bad = hash_videos(records, limits=limits)
         counts["missing_videos"] += len(bad)
         quarantine.extend(bad)
         for rec in hashed:
             first = videos.get(rec["video_id"])
             if first is not None:
                 counts["duplicate_videos"] += 1
-                if first["uri"] != rec["uri"]:
-                    quarantine.append(
-                        _quarantine_row(rec["uri"], f"duplicate content of {first['uri']} (kept that one)", rec["video_id"])
-                    )
+                lost = [k for k in _ROW_CONTENT if rec.get(k) != first.get(k)]
+                if first["uri"] != rec["uri"] and lost and not every_entry_used:
+                    quarantine.append(_quarantine_row(
+                        rec["uri"], f"duplicate content of {first['uri']} (kept that one); dropped with it, as "
+                                    f"they differ from that row's: {', '.join(lost)}", rec["video_id"]))
                 continue
             videos[rec["video_id"]] = {**rec, "split": assign_split(rec["video_id"], split)}
     manifest = _table(sorted(videos.values(), key=lambda r: r["video_id"]), MANIFEST_SCHEMA, quarantine)
@@ -191,7 +219,7 @@ def write_tables(out: str, tables: IngestTables) -> dict[str, str]:
         "prompts": storage.join(out, "prompts.parquet"),
         "quarantine": storage.join(out, "quarantine.parquet"),
     }
-    storage.write_table(outputs["manifest"], tables.manifest)
+    write_manifest(outputs["manifest"], tables.manifest)
     storage.write_table(outputs["prompts"], tables.prompts)
     storage.write_table(outputs["quarantine"], tables.quarantine)
     return outputs
@@ -215,10 +243,11 @@ def run_ingest(
     if done := storage.load_success(out):
         return done
     results = []
+    limits = InputLimits.from_config(cfg.data)
     for i, e in enumerate(entries):
         progress(i / len(entries), f"reading {e.name} ({e.format}) from {e.uri}")
-        results.append(read_source(e.format, e.uri, e.videos_root, e.source, cfg.data.max_caption_chars))
-    tables = build_tables(results, cfg.data.split, cfg.data.max_caption_chars)
+        results.append(read_source(e.format, e.uri, e.videos_root, e.source, limits=limits))
+    tables = build_tables(results, cfg.data.split, limits=limits)
     outputs = write_tables(out, tables)
     c = tables.counts
     progress(1.0, f"{c['videos']} videos, {c['prompts']} prompts, {c['quarantined']} quarantined")
@@ -233,14 +262,23 @@ def ingest_source(
     videos_root: str | None = None,
     split: SplitConfig | None = None,
     max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+    *,
+    limits: InputLimits | None = None,
+    every_entry_used: bool = False,
 ) -> dict[str, int]:
     """One source -> one table at ``out_uri`` (videos: manifest; prompts: prompt table).
 
-    The quarantine goes beside it as ``<out>.quarantine.parquet``. Returns the counts.
+    The quarantine goes beside it as ``<out>.quarantine.parquet``. Returns the counts. ``limits``
+    (the config's ``data.*`` bounds; its ``max_caption_chars`` wins) and ``every_entry_used`` are
+    ``build_tables``'s.
     """
-    result = read_source(fmt, uri, videos_root, max_caption_chars=max_caption_chars)
-    tables = build_tables([result], split or SplitConfig(), max_caption_chars)
-    storage.write_table(out_uri, tables.prompts if result.kind == "prompts" else tables.manifest)
+    limits = limits or InputLimits(max_caption_chars=max_caption_chars)
+    result = read_source(fmt, uri, videos_root, limits=limits)
+    tables = build_tables([result], split or SplitConfig(), limits=limits, every_entry_used=every_entry_used)
+    if result.kind == "prompts":
+        storage.write_table(out_uri, tables.prompts)
+    else:
+        write_manifest(out_uri, tables.manifest)
     storage.write_table(quarantine_uri_for(out_uri), tables.quarantine)
     return tables.counts
 

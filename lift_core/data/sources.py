@@ -110,6 +110,8 @@ def record_problem(rec: dict[str, Any], kind: str, max_caption_chars: int | None
     problem = text_problem(rec.get("caption"), "caption", max_caption_chars)
     if problem is None and kind == "videos":
         problem = text_problem(rec.get("uri"), "video path")
+        if problem is None and "\x00" in rec["uri"]:  # no file system takes it: the entry's problem, not the run's
+            problem = "video path contains a NUL byte"
     for key, value in rec.items():
         if problem is not None:
             break
@@ -185,16 +187,25 @@ def read_source(
     videos_root: str | None = None,
     source: str | None = None,
     max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
+    *,
+    limits: Any = None,
 ) -> ReadResult:
     """Read one source with the reader of ``fmt``; ``source`` overrides the reader's default source name.
 
     ``max_caption_chars`` reaches a reader that takes that keyword (every reader of ``data_catalog``
-    does); ``None`` lifts the limit.
+    does); ``None`` lifts the limit. ``limits`` (``lift_core.data.inputs.InputLimits``: the config's
+    ``data.*`` bounds; its ``max_caption_chars`` wins) reaches a reader that takes ``limits``.
     """
+    from lift_core.data.inputs import InputLimits  # it imports this module
+
+    if limits is None:
+        limits = InputLimits(max_caption_chars=max_caption_chars)
     reader = reader_for(fmt)
     kwargs: dict[str, Any] = {"source": source} if source else {}
     if _takes(reader, "max_caption_chars"):
-        kwargs["max_caption_chars"] = max_caption_chars
+        kwargs["max_caption_chars"] = limits.max_caption_chars
+    if _takes(reader, "limits"):
+        kwargs["limits"] = limits
     result = reader(uri, videos_root, **kwargs)
     if result.uri is None:
         result.uri = uri

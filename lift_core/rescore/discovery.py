@@ -16,14 +16,15 @@ file is never reread. Captions are only read for the videos that will be scored.
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from lift_core import storage
-from lift_core.data.sources import VIDEO_EXTENSIONS, read_source
+from lift_core.data.inputs import InputLimits, load_json_value
+from lift_core.data.manifest import read_manifest
+from lift_core.data.sources import VIDEO_EXTENSIONS, read_source, text_problem
 from lift_core.rescore.store import modified_time
 from lift_core.schemas import quarantine_row
 
@@ -97,7 +98,7 @@ def _stat_entries(root: str, entries: Sequence[tuple[str, str]]) -> Listing:
 
 
 def _list_parquet_manifest(uri: str) -> Listing:
-    t = storage.read_table(uri)
+    t = read_manifest(uri)  # relative URIs resolve against the manifest, never the working directory
     missing = {"uri", "caption"} - set(t.column_names)
     if missing:
         raise ValueError(f"manifest {uri} lacks columns {sorted(missing)}")
@@ -111,15 +112,15 @@ def _list_parquet_manifest(uri: str) -> Listing:
     return Listing(listing.files, bad + listing.quarantine)
 
 
-def _list_json_manifest(uri: str) -> Listing:
-    result = read_source("lift-inference", uri)
+def _list_json_manifest(uri: str, limits: InputLimits | None = None) -> Listing:
+    result = read_source("lift-inference", uri, limits=limits or InputLimits())
     listing = _stat_entries(uri, [(r["uri"], r["caption"]) for r in result.records])
     bad = [quarantine_row(r.file, STAGE, str(r)) for r in result.rejects]
     return Listing(listing.files, bad + listing.quarantine)
 
 
-def list_videos(uris: Iterable[str], missing_ok: bool = False) -> Listing:
-    """Every video under the watched URIs (folders or manifests).
+def list_videos(uris: Iterable[str], missing_ok: bool = False, limits: InputLimits | None = None) -> Listing:
+    """Every video under the watched URIs (folders or manifests); a LiFT JSON is read within ``limits``.
 
     A URI that does not exist is an error, unless ``missing_ok``: then it holds nothing yet and is
     listed in ``Listing.missing`` (a watched folder that no generation has written to).
@@ -141,7 +142,7 @@ def list_videos(uris: Iterable[str], missing_ok: bool = False) -> Listing:
         if path.endswith(".parquet"):
             listing = _list_parquet_manifest(uri)
         elif path.endswith(".json"):
-            listing = _list_json_manifest(uri)
+            listing = _list_json_manifest(uri, limits)
         else:
             raise ValueError(f"generations URI {uri}: expected a folder, a manifest .parquet or a LiFT .json")
         files.extend(listing.files)
@@ -158,7 +159,7 @@ def assign_video_ids(
     files: Sequence[VideoFile],
     index: Mapping[tuple[str, str], str],
     workers: int = 8,
-    hasher: Callable[[str], str] = storage.content_id,
+    hasher: Callable[[str], str] = InputLimits().video_content_id,  # regular files only, bounded
 ) -> tuple[list[VideoFile], list[dict[str, str]], list[dict[str, Any]]]:
     """Files with their ``video_id``, the new index rows, and quarantine rows for unreadable files.
 
@@ -203,20 +204,27 @@ def unique_by_content(files: Sequence[VideoFile]) -> tuple[list[VideoFile], dict
 class _CaptionResolver:
     """The video-dir caption convention, reading each root's ``captions.json`` at most once."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: InputLimits | None = None) -> None:
         self._shared: dict[str, dict[str, str] | Exception] = {}
+        self._limits = limits or InputLimits()
 
     def _shared_for(self, root: str) -> dict[str, str] | Exception:
         if root not in self._shared:
             uri = storage.join(root, CAPTIONS_FILE)
             try:
-                data = json.loads(storage.read_bytes(uri)) if storage.exists(uri) else {}
+                data = load_json_value(uri, self._limits) if storage.exists(uri) else {}
                 if not isinstance(data, dict):
                     raise ValueError(f"{CAPTIONS_FILE} must map file names to captions")
                 self._shared[root] = data
             except ValueError as err:
                 self._shared[root] = ValueError(f"{uri}: {err}")
         return self._shared[root]
+
+    def _checked(self, caption: object, where: str) -> str:
+        """A caption from a file, held to the ingest rules (text, ``data.max_caption_chars``)."""
+        if problem := text_problem(caption, "caption", self._limits.max_caption_chars):
+            raise ValueError(f"{problem} (from {where})")
+        return str(caption)
 
     def caption(self, f: VideoFile) -> str:
         """The caption, or ``ValueError`` saying why there is none."""
@@ -227,29 +235,31 @@ class _CaptionResolver:
         name = f.uri.rsplit("/", 1)[-1]
         caption = (shared.get(name) or shared.get(rel)) if isinstance(shared, dict) else None
         if caption:
-            return str(caption)
+            return self._checked(caption, storage.join(f.root, CAPTIONS_FILE))
         sidecar = f.uri.rsplit(".", 1)[0] + ".json"
         if storage.exists(sidecar):
             try:
-                data = json.loads(storage.read_bytes(sidecar))
+                data = load_json_value(sidecar, self._limits)
             except ValueError as err:
                 raise ValueError(f"bad sidecar {sidecar}: {err}") from None
             caption = data.get("caption") if isinstance(data, dict) else None
             if caption:
-                return str(caption)
+                return self._checked(caption, sidecar)
             raise ValueError(f"sidecar {sidecar} has no non-empty 'caption'")
         why = f"; {shared}" if isinstance(shared, Exception) else ""
         raise ValueError(f"no caption: no sidecar {sidecar.rsplit('/', 1)[-1]} and not in {CAPTIONS_FILE}{why}")
 
 
 def attach_captions(
-    files: Sequence[VideoFile], copies: Mapping[str, Sequence[VideoFile]] | None = None
+    files: Sequence[VideoFile], copies: Mapping[str, Sequence[VideoFile]] | None = None,
+    limits: InputLimits | None = None,
 ) -> tuple[list[VideoFile], list[dict[str, Any]]]:
     """Files with captions, and quarantine rows (with their video_id) for those without one.
 
     A file without a caption of its own takes the first caption among its ``copies`` (same content).
+    Caption files are read within ``limits`` (the config's ``data.*`` bounds).
     """
-    resolver = _CaptionResolver()
+    resolver = _CaptionResolver(limits)
 
     def one(f: VideoFile):
         first_err: Exception | None = None

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 from lift_core import storage
 from lift_core.config import PipelineConfig
+from lift_core.data.inputs import InputLimits
 from lift_core.progress import ProgressFn, resolve
 from lift_core.rescore import discovery
 from lift_core.rescore.critic_ref import CriticRef, resolve_critic
@@ -126,11 +127,13 @@ def run_rescore(
     ref = resolve_critic(cfg, critic)
     progress(0.0, f"critic {ref.critic_id} ({ref.adapter}); listing {len(uris)} location(s)")
 
-    listing = discovery.list_videos(uris, missing_ok=watched)
+    limits = InputLimits.from_config(cfg.data)  # the same data.* bounds as every other command
+    listing = discovery.list_videos(uris, missing_ok=watched, limits=limits)
     warnings = [f"watched location {u} does not exist (yet): nothing to score there" for u in listing.missing]
     for w in warnings:
         log.warning("rescore: %s", w)
-    files, new_index, unreadable = discovery.assign_video_ids(listing.files, st.read_index(), rc.hash_workers)
+    files, new_index, unreadable = discovery.assign_video_ids(listing.files, st.read_index(), rc.hash_workers,
+                                                              hasher=limits.video_content_id)
     st.append_index(new_index, run_id)
     files, copies = discovery.unique_by_content(files)
     n_copies = sum(len(c) for c in copies.values())
@@ -143,7 +146,7 @@ def run_rescore(
     done_here = {vid for vid, cid in pairs if cid == ref.critic_id}
     pending = [f for f in files if f.video_id not in done_here]
     todo = pending if rescore_all else [f for f in pending if f.video_id not in scored_any]
-    todo, no_caption = discovery.attach_captions(todo, copies)
+    todo, no_caption = discovery.attach_captions(todo, copies, limits)
     todo.sort(key=lambda f: hashlib.sha256(f"{run_id}/{f.video_id}".encode()).digest())
     counts.update({"already_done": len(files) - len(pending),
                    "pending_for_critic": len(pending), "new": len(todo) + len(no_caption)})

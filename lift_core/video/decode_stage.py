@@ -3,7 +3,10 @@
 Each Ray task decodes one batch of videos and writes it as one shard, so frames never travel
 through the driver (its memory stays flat) and a crashed run resumes: videos already in a shard
 are skipped. Shard names hash their video ids, so a retried task overwrites its own shard.
-Every video that cannot be decoded becomes a quarantine row with its error.
+Every video that cannot be decoded becomes a quarantine row with its error, and so does every row
+whose file is not the video its ``video_id`` names (checked against the file's content before
+decoding; relative URIs resolve against the manifest, never the working directory:
+``lift_core.data.manifest``).
 
 Shards are not trusted blindly: a resume drops shards it cannot read, and a cache hit whose
 ``_SUCCESS.json`` no longer matches the shards (one truncated, deleted or, with verification, altered)
@@ -26,6 +29,8 @@ import pyarrow.parquet as pq
 
 from lift_core import storage
 from lift_core.config import DecodeConfig, PipelineConfig
+from lift_core.data.inputs import InputLimits
+from lift_core.data.manifest import content_problem, read_manifest
 from lift_core.progress import ProgressFn, count, resolve
 from lift_core.schemas import QUARANTINE_SCHEMA, quarantine_row, rows_to_table
 from lift_core.video.frames import frames_table, shard_files
@@ -43,13 +48,41 @@ def output_params(params: DecodeConfig) -> dict[str, Any]:
     return {"frames": params.frames, "height": params.height, "width": params.width, "backend": params.backend}
 
 
-def decode_batch(batch: dict[str, np.ndarray], frames_dir: str, params: dict[str, Any]) -> dict[str, np.ndarray]:
+def _checked_source(video_id: str, uri: str, limits: InputLimits) -> str | bytes:
+    """What ``read_video`` reads for a manifest row whose file holds the video ``video_id``: the local
+    path, or the bytes of a remote file (read once, hashed and decoded). ``VideoDecodeError`` with the
+    reason when the file is refused (not a regular file, over the limits) or holds another video
+    (``lift_core.data.manifest.content_problem``: both ids)."""
+    local = storage.local_path(uri) is not None
+    try:
+        if local:
+            actual = limits.video_content_id(uri)
+        else:
+            data = storage.read_input_bytes(uri, limits.max_video_bytes, limits.read_timeout_s,
+                                            limit_name="data.max_video_bytes")
+            actual = storage.sha256_hex(data)[:16]
+    except FileNotFoundError:
+        raise VideoDecodeError(f"file not found: {uri}") from None
+    except IsADirectoryError:
+        raise VideoDecodeError(f"is a directory, not a video: {uri}") from None
+    except storage.InputRefusedError as err:
+        raise VideoDecodeError(str(err)) from None
+    if problem := content_problem(video_id, actual, uri):
+        raise VideoDecodeError(problem)
+    return uri if local else data
+
+
+def decode_batch(
+    batch: dict[str, np.ndarray], frames_dir: str, params: dict[str, Any], limits: InputLimits | None = None
+) -> dict[str, np.ndarray]:
     """Ray Data batch function: decode a batch, write it as one shard, return one status row per video.
 
-    ``error`` is a bad input's reason (quarantined). ``fatal`` carries a resource failure (disk full,
-    missing credentials) as data rather than as an exception: Ray Data would wrap an exception into a
-    ``UserCodeException`` that keeps the cause only in its log files.
+    Each file is checked first (``_checked_source``): a regular file within ``limits`` whose content
+    id is the row's ``video_id``. ``error`` is a bad input's reason (quarantined). ``fatal`` carries a
+    resource failure (disk full, missing credentials) as data rather than as an exception: Ray Data
+    would wrap an exception into a ``UserCodeException`` that keeps the cause only in its log files.
     """
+    limits = limits or InputLimits()
     rows, errors = [], []
     n = len(batch["video_id"])
 
@@ -60,7 +93,8 @@ def decode_batch(batch: dict[str, np.ndarray], frames_dir: str, params: dict[str
 
     for vid, uri in zip(batch["video_id"], batch["uri"]):
         try:
-            v = read_video(str(uri), params["frames"], params["height"], params["width"], backend=params["backend"])
+            src = _checked_source(str(vid), str(uri), limits)
+            v = read_video(src, params["frames"], params["height"], params["width"], backend=params["backend"])
         except VideoDecodeError as err:
             errors.append(str(err))
             continue
@@ -141,7 +175,7 @@ class DecodePlan:
 
 def plan(manifest_uri: str, done: set[str]) -> DecodePlan:
     try:
-        manifest = storage.read_table(manifest_uri, columns=["video_id", "uri"])
+        manifest = read_manifest(manifest_uri, columns=["video_id", "uri"])  # relative URIs resolved
     except FileNotFoundError:
         raise FileNotFoundError(f"manifest not found: {manifest_uri}") from None
     except (KeyError, pa.ArrowInvalid) as err:
@@ -162,9 +196,12 @@ def plan(manifest_uri: str, done: set[str]) -> DecodePlan:
 
 def decode_manifest(
     manifest_uri: str, out_dir: str, params: DecodeConfig, progress: ProgressFn | None = None,
-    damaged: Mapping[str, str] | None = None,
+    damaged: Mapping[str, str] | None = None, limits: InputLimits | None = None,
 ) -> dict[str, Any]:
     """Decode every video of a manifest into ``out_dir/frames``; returns ``{"outputs", "counts"}``.
+
+    A row whose file is refused or holds another video than its ``video_id`` is quarantined
+    (``decode_batch``); ``limits`` are the config's ``data.*`` bounds.
 
     Needs Ray initialised (``ensure_ray``). Rerunning into the same folder resumes from its intact
     shards; ``damaged`` (``{uri: why}``) names shards to drop and decode again (``done_video_ids``). Raises
@@ -189,7 +226,7 @@ def decode_manifest(
         ds.context.op_resource_reservation_enabled = False
         statuses = ds.map_batches(
             decode_batch,
-            fn_kwargs={"frames_dir": frames_dir, "params": output_params(params)},
+            fn_kwargs={"frames_dir": frames_dir, "params": output_params(params), "limits": limits or InputLimits()},
             batch_size=params.batch_size,
             batch_format="numpy",
             num_cpus=params.num_cpus,
@@ -219,8 +256,11 @@ def decode_manifest(
 
 def stage_out(cfg: PipelineConfig, manifest_uri: str) -> tuple[str, str]:
     """(key, output dir) of the decode stage for this manifest."""
-    # The key hashes the manifest's content and the settings that change the frames (not CPUs or batch sizes).
-    key = storage.stage_key(STAGE, [storage.fingerprint_uri(manifest_uri)], storage.hash_parts(output_params(cfg.decode)))
+    # The key hashes the manifest's content and the settings that change the frames (not CPUs or batch
+    # sizes), and the bounds that decide which files are read.
+    limits = InputLimits.from_config(cfg.data)
+    key = storage.stage_key(STAGE, [storage.fingerprint_uri(manifest_uri)],
+                            storage.hash_parts(output_params(cfg.decode), limits.max_video_bytes))
     return key, storage.stage_dir(cfg.run_root, STAGE, key)
 
 
@@ -276,7 +316,8 @@ def run_decode(cfg: PipelineConfig, manifest_uri: str, progress: ProgressFn | No
         fs.rm(path)
     ensure_ray(cfg.ray)
     damaged = {p.uri: p.reason for p in problems if p.output == "frames"}
-    res = decode_manifest(manifest_uri, out, cfg.decode, progress, damaged=damaged)
+    res = decode_manifest(manifest_uri, out, cfg.decode, progress, damaged=damaged,
+                          limits=InputLimits.from_config(cfg.data))
     metrics = {"params": output_params(cfg.decode)}
     return storage.mark_success(storage.StageResult(STAGE, key, out, res["outputs"], res["counts"], metrics))
 

@@ -83,13 +83,17 @@ def _open_source(uri_or_bytes: str | bytes | os.PathLike) -> tuple[str | BinaryI
     local = storage.local_path(uri)
     if local is not None:
         try:
-            size = os.stat(local).st_size
+            st = os.stat(local)
         except FileNotFoundError:
             raise VideoDecodeError(f"file not found: {uri}") from None
-        except OSError as err:
-            raise VideoDecodeError(f"cannot read {uri}: {err.strerror or err}") from None
+        except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path
+            raise VideoDecodeError(f"cannot read {uri}: {getattr(err, 'strerror', None) or err}") from None
+        size = st.st_size
         if os.path.isdir(local):
             raise VideoDecodeError(f"is a directory, not a video: {uri}")
+        # A decoder opening a FIFO or a device would wait, or read, forever.
+        if kind := storage.non_regular_kind(st.st_mode):
+            raise VideoDecodeError(f"not a regular file ({kind}): {uri}")
         if size == 0:
             raise VideoDecodeError(f"zero-byte file: {uri}")
         return local, uri

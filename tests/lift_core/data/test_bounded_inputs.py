@@ -170,13 +170,13 @@ def test_ingest_guards_records_of_any_reader(fixtures_dir, monkeypatch):
         {"uri": "/nowhere/4.mp4", "caption": "a \ud800 dog", "source": "plugin"},
     ]
     opened = []
-    real = storage.content_id
+    real = storage.input_content_id  # what ingest hashes with (regular files only, bounded)
 
     def spy(uri, *a, **k):
         opened.append(uri)
         return real(uri, *a, **k)
 
-    monkeypatch.setattr(storage, "content_id", spy)
+    monkeypatch.setattr(storage, "input_content_id", spy)
     tables = build_tables([ReadResult("videos", records=records, uri="plugin://src")], SplitConfig())
     assert opened == [video]
     assert tables.manifest.column("caption").to_pylist() == ["a red circle"]

@@ -24,13 +24,13 @@ ESCAPES = ["../../../../etc/passwd", "videos/../../0.mp4", "..", "./../1.mp4"]
 def opened(monkeypatch) -> list[str]:
     """Every URI ingest hashes (opens)."""
     seen: list[str] = []
-    real = storage.content_id
+    real = storage.input_content_id  # what ingest hashes with (regular files only, bounded)
 
     def spy(uri, *args, **kwargs):
         seen.append(uri)
         return real(uri, *args, **kwargs)
 
-    monkeypatch.setattr(storage, "content_id", spy)
+    monkeypatch.setattr(storage, "input_content_id", spy)
     return seen
 
 

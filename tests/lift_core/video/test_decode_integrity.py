@@ -35,12 +35,20 @@ PARAMS = DecodeConfig(frames=4, height=32, width=48, batch_size=1)
 
 
 @pytest.fixture()
-def manifest(tmp_path, fixtures_dir, bad_videos) -> str:
+def ids(fixtures_dir, bad_videos) -> dict[str, str]:
+    """The test videos' content ids (a manifest row's video_id is checked against its file's content)."""
+    paths = {"good0": fixtures_dir / "lift-demo/0.mp4", "good1": fixtures_dir / "lift-demo/1.mp4",
+             "text": bad_videos["text"]}
+    return {name: storage.content_id(str(p)) for name, p in paths.items()}
+
+
+@pytest.fixture()
+def manifest(tmp_path, fixtures_dir, bad_videos, ids) -> str:
     """Two good videos (one shard each at batch_size=1) and one that the decode stage quarantines."""
     rows = [
-        {"video_id": "good0", "uri": str(fixtures_dir / "lift-demo/0.mp4")},
-        {"video_id": "good1", "uri": str(fixtures_dir / "lift-demo/1.mp4")},
-        {"video_id": "text", "uri": str(bad_videos["text"])},
+        {"video_id": ids["good0"], "uri": str(fixtures_dir / "lift-demo/0.mp4")},
+        {"video_id": ids["good1"], "uri": str(fixtures_dir / "lift-demo/1.mp4")},
+        {"video_id": ids["text"], "uri": str(bad_videos["text"])},
     ]
     uri = str(tmp_path / "manifest.parquet")
     storage.write_table(uri, rows_to_table([{**r, "caption": "c", "source": "t", "split": "test"} for r in rows],
@@ -64,11 +72,11 @@ def hidden_files(folder: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- finding 4
-def test_a_truncated_shard_is_decoded_again_instead_of_trusted(ray_session, tmp_path, manifest, caplog):
+def test_a_truncated_shard_is_decoded_again_instead_of_trusted(ray_session, tmp_path, manifest, ids, caplog):
     cfg = config(tmp_path)
     first = run_decode(cfg, manifest)
     frames = read_frames(first.outputs["frames"])
-    shard = shard_of(first.outputs["frames"], "good1")
+    shard = shard_of(first.outputs["frames"], ids["good1"])
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # a crash or a full disk mid-copy
 
     with caplog.at_level(logging.WARNING):
@@ -77,45 +85,45 @@ def test_a_truncated_shard_is_decoded_again_instead_of_trusted(ray_session, tmp_
     assert str(shard) in caplog.text  # the log names the shard and why it is not trusted
     assert again.counts["decoded"] == 2 and again.counts["resumed"] == 1 and again.counts["quarantined"] == 1
     repaired = read_frames(again.outputs["frames"])
-    assert set(repaired) == {"good0", "good1"} and all(np.array_equal(repaired[v], frames[v]) for v in frames)
+    assert set(repaired) == {ids["good0"], ids["good1"]} and all(np.array_equal(repaired[v], frames[v]) for v in frames)
     # Repaired and marked again: the next run is a plain cache hit.
     success = Path(again.out_uri) / storage.SUCCESS_FILE
     mtime = success.stat().st_mtime_ns
     assert run_decode(cfg, manifest) == again and success.stat().st_mtime_ns == mtime
 
 
-def test_a_deleted_shard_is_decoded_again_not_reported_as_quarantined(ray_session, tmp_path, manifest):
+def test_a_deleted_shard_is_decoded_again_not_reported_as_quarantined(ray_session, tmp_path, manifest, ids):
     """The issue's case: the operator deletes a bad shard; the videos in it come back."""
     cfg = config(tmp_path)
     first = run_decode(cfg, manifest)
-    shard_of(first.outputs["frames"], "good0").unlink()
+    shard_of(first.outputs["frames"], ids["good0"]).unlink()
     again = run_decode(cfg, manifest)
-    assert set(read_frames(again.outputs["frames"])) == {"good0", "good1"}
+    assert set(read_frames(again.outputs["frames"])) == {ids["good0"], ids["good1"]}
     assert again.counts["decoded"] == 2 and again.counts["resumed"] == 1
     assert storage.load_success(again.out_uri) == again
 
 
-def test_a_crash_resume_drops_an_unreadable_shard(ray_session, tmp_path, manifest):
+def test_a_crash_resume_drops_an_unreadable_shard(ray_session, tmp_path, manifest, ids):
     out = str(tmp_path / "out")
     first = decode_manifest(manifest, out, PARAMS)
-    shard = shard_of(first["outputs"]["frames"], "good0")
+    shard = shard_of(first["outputs"]["frames"], ids["good0"])
     shard.write_bytes(b"PAR1 cut short")  # no _SUCCESS.json here: the resume itself must notice
     again = decode_manifest(manifest, out, PARAMS)
     assert again["counts"]["resumed"] == 1 and again["counts"]["decoded"] == 2
-    assert set(read_frames(again["outputs"]["frames"])) == {"good0", "good1"}
+    assert set(read_frames(again["outputs"]["frames"])) == {ids["good0"], ids["good1"]}
 
 
-def test_a_video_with_no_frames_and_no_quarantine_row_is_an_error(ray_session, tmp_path, manifest):
+def test_a_video_with_no_frames_and_no_quarantine_row_is_an_error(ray_session, tmp_path, manifest, ids):
     res = decode_manifest(manifest, str(tmp_path / "out"), PARAMS)
     frames = res["outputs"]["frames"]
-    quarantined = [{"video_id": "text", "uri": "/videos/text.mp4"}]
+    quarantined = [{"video_id": ids["text"], "uri": "/videos/text.mp4"}]
     reasons = missing_frames_reasons([frames], quarantined)
-    assert reasons["text"].startswith("no decoded frames: the decode stage quarantined it (")
-    assert "not a decodable video" in reasons["text"]
+    assert reasons[ids["text"]].startswith("no decoded frames: the decode stage quarantined it (")
+    assert "not a decodable video" in reasons[ids["text"]]
 
-    shard_of(frames, "good1").unlink()  # lost after decode finished: no quarantine row explains it
-    with pytest.raises(MissingFramesError, match=r"1 video\(s\) .* e\.g\. good1 .*rerun decode"):
-        missing_frames_reasons([frames], [*quarantined, {"video_id": "good1", "uri": "/videos/1.mp4"}])
+    shard_of(frames, ids["good1"]).unlink()  # lost after decode finished: no quarantine row explains it
+    with pytest.raises(MissingFramesError, match=rf"1 video\(s\) .* e\.g\. {ids['good1']} .*rerun decode"):
+        missing_frames_reasons([frames], [*quarantined, {"video_id": ids["good1"], "uri": "/videos/1.mp4"}])
 
     # Frames that no decode stage wrote cannot say why: the caller keeps its generic reason.
     storage.write_table(str(tmp_path / "loose" / "frames" / "part-0.parquet"),
@@ -124,7 +132,7 @@ def test_a_video_with_no_frames_and_no_quarantine_row_is_an_error(ray_session, t
 
 
 # --------------------------------------------------------------------------- finding 5
-def test_a_full_disk_in_decode_batch_is_fatal_data_not_a_quarantine_row(tmp_path, fixtures_dir, monkeypatch):
+def test_a_full_disk_in_decode_batch_is_fatal_data_not_a_quarantine_row(tmp_path, fixtures_dir, ids, monkeypatch):
     """The Ray Data batch function reports the resource failure in its ``fatal`` column (Ray Data would
     bury an exception's cause) and removes its temp shard."""
     import errno
@@ -148,7 +156,7 @@ def test_a_full_disk_in_decode_batch_is_fatal_data_not_a_quarantine_row(tmp_path
 
     monkeypatch.setattr(fs, "open", lambda path, mode="rb", **kw: FullDisk(real_open(path, mode, **kw)) if "w" in mode
                         else real_open(path, mode, **kw))
-    batch = {"video_id": np.array(["good0"], dtype=object), "uri": np.array([str(fixtures_dir / "lift-demo/0.mp4")], dtype=object)}
+    batch = {"video_id": np.array([ids["good0"]], dtype=object), "uri": np.array([str(fixtures_dir / "lift-demo/0.mp4")], dtype=object)}
     status = decode_batch(batch, frames_dir, output_params(PARAMS))
     path, reason, action = json.loads(status["fatal"][0])
     assert action == "writing" and path.startswith(frames_dir + "/part-") and reason.startswith("disk full")

@@ -16,12 +16,19 @@ BAD = ("zero", "text", "trunc_head", "trunc_tail", "missing")
 
 
 @pytest.fixture()
-def messy_manifest(tmp_path, fixtures_dir, bad_videos):
+def ids(fixtures_dir, bad_videos) -> dict[str, str]:
+    """Each test video's content id (a manifest row's video_id is checked against its file's content)."""
+    paths = {"good0": fixtures_dir / "lift-demo/0.mp4", "good1": fixtures_dir / "lift-demo/1.mp4", **bad_videos}
+    return {name: storage.content_id(str(p)) if p.exists() else name for name, p in paths.items()}
+
+
+@pytest.fixture()
+def messy_manifest(tmp_path, fixtures_dir, bad_videos, ids):
     rows = [
-        {"video_id": "good0", "uri": str(fixtures_dir / "lift-demo/0.mp4")},
-        {"video_id": "good1", "uri": str(fixtures_dir / "lift-demo/1.mp4")},
-        *[{"video_id": name, "uri": str(bad_videos[name])} for name in BAD],
-        {"video_id": "good0", "uri": str(fixtures_dir / "lift-demo/0.mp4")},  # a repeated row
+        {"video_id": ids["good0"], "uri": str(fixtures_dir / "lift-demo/0.mp4")},
+        {"video_id": ids["good1"], "uri": str(fixtures_dir / "lift-demo/1.mp4")},
+        *[{"video_id": ids[name], "uri": str(bad_videos[name])} for name in BAD],
+        {"video_id": ids["good0"], "uri": str(fixtures_dir / "lift-demo/0.mp4")},  # a repeated row
         {"video_id": None, "uri": str(fixtures_dir / "lift-demo/1.mp4")},  # not a manifest row
     ]
     uri = str(tmp_path / "manifest.parquet")
@@ -31,25 +38,25 @@ def messy_manifest(tmp_path, fixtures_dir, bad_videos):
     return uri
 
 
-def test_decode_real_videos_and_quarantine_bad_ones(ray_session, tmp_path, messy_manifest, fixtures_dir):
+def test_decode_real_videos_and_quarantine_bad_ones(ray_session, tmp_path, messy_manifest, fixtures_dir, ids):
     res = decode_manifest(messy_manifest, str(tmp_path / "out"), DecodeConfig(frames=8, height=56, width=56, batch_size=2))
     assert res["counts"] == {"videos": 7, "decoded": 2, "quarantined": 6, "resumed": 0, "duplicate_rows": 1}
     frames = read_frames(res["outputs"]["frames"])
-    assert set(frames) == {"good0", "good1"}
+    assert set(frames) == {ids["good0"], ids["good1"]}
     # The stage's frames are exactly what read_video gives (LiFT's sampling, resized on decode).
     direct = read_video(str(fixtures_dir / "lift-demo/1.mp4"), 8, 56, 56)
-    assert (frames["good1"] == direct.frames).all()
+    assert (frames[ids["good1"]] == direct.frames).all()
     meta = {r["video_id"]: r for r in pq.read_table(res["outputs"]["frames"]).select(
         ["video_id", "frame_indices", "num_frames_total", "fps", "height", "width"]).to_pylist()}
-    assert meta["good0"]["frame_indices"] == [0, 6, 13, 20, 27, 34, 41, 48]
-    assert (meta["good0"]["num_frames_total"], meta["good0"]["height"], meta["good0"]["width"]) == (49, 56, 56)
+    assert meta[ids["good0"]]["frame_indices"] == [0, 6, 13, 20, 27, 34, 41, 48]
+    assert (meta[ids["good0"]]["num_frames_total"], meta[ids["good0"]]["height"], meta[ids["good0"]]["width"]) == (49, 56, 56)
 
     q = pq.read_table(res["outputs"]["quarantine"])
     assert q.schema.equals(QUARANTINE_SCHEMA)
     errors = {r["video_id"]: r["error"] for r in q.to_pylist()}
-    assert set(errors) == {*BAD, None}
-    assert "zero-byte" in errors["zero"] and "file not found" in errors["missing"]
-    assert "not a decodable video" in errors["text"]
+    assert set(errors) == {*(ids[b] for b in BAD), None}
+    assert "zero-byte" in errors[ids["zero"]] and "file not found" in errors[ids["missing"]]
+    assert "not a decodable video" in errors[ids["text"]]
     assert "without uri or video_id" in errors[None]
     assert all(r["stage"] == "decode" and r["uri"] for r in q.to_pylist())
 
