@@ -16,7 +16,7 @@ from data_catalog.readers import parse_label_answer
 from lift_core import storage
 from lift_core.config import TinyCriticConfig
 from lift_core.critic.scoring import format_label_reason
-from lift_core.schemas import SCORES_SCHEMA
+from lift_core.schemas import MANIFEST_SCHEMA, SCORES_SCHEMA, rows_to_table
 
 TINY = TinyCriticConfig(hidden_size=64, intermediate_size=128, vision_embed_dim=32, seed=0)
 
@@ -139,7 +139,10 @@ def test_sources_resolve_to_manifests(tmp_path, fixtures_dir):
     assert entry_keys == {}  # entries of their own only for LiFT's inference JSON
     assert detect_source_format(str(fixtures_dir / "lift-demo/test.json")) == "lift-inference"
     assert detect_source_format(manifest) == "manifest"
-    assert prepare_manifest(manifest, "manifest", str(tmp_path / "work")) == (manifest, [], {})
+    # A manifest is copied with its URIs resolved (the decode stage's key then names the files).
+    copied, rejects, entry_keys = prepare_manifest(manifest, "manifest", str(tmp_path / "work"))
+    assert copied != manifest and (rejects, entry_keys) == ([], {})
+    assert pq.read_table(copied).to_pylist() == pq.read_table(manifest).to_pylist()
     with pytest.raises(FileNotFoundError):
         detect_source_format(str(tmp_path / "nope.json"))
 
@@ -154,3 +157,71 @@ def test_bad_arguments_fail_with_one_line(tmp_path, fixtures_dir, monkeypatch, c
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lift: error:") and "adapter_config.json" in err and "\n" not in err
+
+
+# --------------------------------------------------------------------------- issue 27, classes 3 to 5
+def _invoke(args: list[str]):
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout[result.stdout.index("{"):]), result.stderr
+
+
+def test_a_malformed_file_is_read_as_lift_ingest_reads_it(ray_session, lift_cli, tmp_path, fixtures_dir, adapter_dir):
+    """The same entries accepted and rejected as ``lift ingest`` with the same config, including its
+    ``data.max_caption_chars`` (a 5,013-character caption with the limit at 8000)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("0.mp4", "1.mp4"):
+        shutil.copy(fixtures_dir / "lift-demo" / name, src / name)
+    long = ("a panda in a spacesuit floats past the moon. " * 120)[:5013]
+    entries = [b"null", json.dumps({"video": "0.mp4", "caption": "a crane"}).encode(),
+               b'{"video": "1.mp4", "caption": "a bad \xff byte"}',  # an invalid UTF-8 byte
+               b"[" * 20_000 + b"]" * 20_000, json.dumps({"video": "0\x00.mp4", "caption": "nul"}).encode(),
+               json.dumps({"video": "1.mp4", "caption": long}).encode()]
+    (src / "test.json").write_bytes(b"\xef\xbb\xbf[" + b",".join(entries) + b"]")
+    limit = "data.max_caption_chars=8000"
+    code, _, err = lift_cli("ingest", "--format", "lift-inference", "--source", str(src / "test.json"),
+                            "--out", str(tmp_path / "m.parquet"), limit)
+    assert code == 0, err
+    ingested = pq.read_table(tmp_path / "m.parquet").to_pylist()
+    ingest_q = pq.read_table(tmp_path / "m.quarantine.parquet").to_pylist()
+
+    summary, stderr = _invoke(["score", "--videos", str(src / "test.json"), "--critic", adapter_dir,
+                               "--out", str(tmp_path / "s.parquet"), "--work-dir", str(tmp_path / "work"),
+                               "score.max_new_tokens=4", limit])
+    assert (summary["source_format"], summary["source_format_decided_by"]) == ("lift-inference", "entry 1")
+    scores = pq.read_table(summary["scores"]).to_pylist()
+    assert sorted((r["uri"], r["caption"]) for r in scores) == sorted((r["uri"], r["caption"]) for r in ingested)
+    assert {r["caption"] for r in scores} == {"a crane", long}
+    score_q = pq.read_table(summary["quarantine"]).to_pylist()
+    assert [(q["uri"], q["error"]) for q in score_q] == [(q["uri"], q["error"]) for q in ingest_q]
+    assert [q["error"].split(":")[0] for q in score_q] == [f"rejected entry {i}" for i in (0, 2, 3, 4)]
+    assert "4 input(s) quarantined" in stderr
+
+
+def test_a_manifest_row_with_another_videos_id_is_quarantined_not_scored(ray_session, tmp_path, fixtures_dir,
+                                                                        adapter_dir, monkeypatch):
+    """A user manifest with relative URIs, run from another directory where other videos sit under the
+    same names: its URIs mean its own folder's files, and the row that carries the other video's id is
+    quarantined with both ids, with a warning; the right row is scored."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for name, other in (("0.mp4", "1.mp4"), ("1.mp4", "0.mp4")):
+        shutil.copy(fixtures_dir / "lift-demo" / name, a / name)
+        shutil.copy(fixtures_dir / "lift-demo" / other, b / name)
+    v0, v1 = storage.content_id(str(a / "0.mp4")), storage.content_id(str(a / "1.mp4"))
+    rows = [{"video_id": v0, "uri": "0.mp4", "caption": "a crane", "source": "user", "split": "test"},
+            {"video_id": v0, "uri": "1.mp4", "caption": "a panda", "source": "user", "split": "test"}]
+    pq.write_table(rows_to_table(rows, MANIFEST_SCHEMA), a / "m.parquet")
+    monkeypatch.chdir(b)
+    summary, stderr = _invoke(["score", "--videos", "../a/m.parquet", "--critic", adapter_dir, "--out",
+                               str(tmp_path / "s.parquet"), "--work-dir", str(tmp_path / "work"),
+                               "score.max_new_tokens=4"])
+    scores = pq.read_table(summary["scores"]).to_pylist()
+    assert [(r["video_id"], r["uri"], r["caption"]) for r in scores] == [(v0, f"{a}/0.mp4", "a crane")]
+    [row] = pq.read_table(summary["quarantine"]).to_pylist()  # checked before any decoding
+    assert (row["uri"], row["video_id"], row["stage"]) == (f"{a}/1.mp4", v0, "check-manifest")
+    assert f"(expected {v0}, actual {v1})" in row["error"]
+    assert "input(s) quarantined" in stderr and f"expected {v0}, actual {v1}" in stderr
