@@ -8,12 +8,14 @@ video that the row names.
 - **``video_id`` is checked against the file** (DESIGN.md: it is the content id of the video's
   bytes). ``content_problem`` gives the quarantine reason, with both ids, of a row whose file holds
   other content: another video's id written in the row, a relative URI that resolves to other files,
-  a file replaced since ingest. The decode stage checks every row before it decodes it; ``lift
-  score`` checks every row of a manifest it is given (``check_rows``) before any work.
+  a file replaced since ingest. The decode stage and the alignment's latent cache check every video
+  before they decode it (``checked_video_source``); ``lift score`` checks every row of a manifest it
+  is given (``check_rows``) before any work.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -57,7 +59,15 @@ def resolve(base: str, uri: str | None) -> str | None:
 
 
 def read_manifest(manifest_uri: str, columns: list[str] | None = None) -> pa.Table:
-    """The manifest at ``manifest_uri`` with every relative ``uri`` resolved (``resolve``)."""
+    """The manifest at ``manifest_uri`` with every relative ``uri`` resolved (``resolve``).
+
+    A local manifest that is neither a regular file nor a folder of shards (a FIFO, a device) is a
+    ``ValueError`` naming it: Parquet's reader would wait on it, or read it, forever."""
+    local = storage.local_path(manifest_uri)
+    if local is not None and os.path.exists(local):
+        kind = storage.non_regular_kind(os.stat(local).st_mode)
+        if kind not in (None, "a directory"):
+            raise ValueError(f"manifest {manifest_uri}: not a regular file ({kind}); only regular files are read")
     table = storage.read_table(manifest_uri, columns=columns)
     if "uri" not in table.column_names:
         return table
@@ -118,6 +128,32 @@ def check_rows(table: pa.Table, limits: InputLimits, stage: str = CHECK_STAGE,
     return table.take(pa.array(keep, pa.int64())), bad
 
 
+def checked_video_source(video_id: str, uri: str, limits: InputLimits) -> str | bytes:
+    """What a decoder reads for a row whose file must hold the video ``video_id``: the local path, or
+    the bytes of a remote file (read once: hashed, then decoded). ``VideoDecodeError`` with the reason
+    when the file is missing, refused (not a regular file, over ``limits``) or holds another video
+    (``content_problem``: both ids)."""
+    from lift_core.video.io import VideoDecodeError
+
+    local = storage.local_path(uri) is not None
+    try:
+        if local:
+            actual = limits.video_content_id(uri)
+        else:
+            data = storage.read_input_bytes(uri, limits.max_video_bytes, limits.read_timeout_s,
+                                            limit_name="data.max_video_bytes")
+            actual = storage.sha256_hex(data)[:16]
+    except FileNotFoundError:
+        raise VideoDecodeError(f"file not found: {uri}") from None
+    except IsADirectoryError:
+        raise VideoDecodeError(f"is a directory, not a video: {uri}") from None
+    except storage.InputRefusedError as err:
+        raise VideoDecodeError(str(err)) from None
+    if problem := content_problem(video_id, actual, uri):
+        raise VideoDecodeError(problem)
+    return uri if local else data
+
+
 def content_problem(video_id: str, actual: str, uri: str) -> str | None:
     """The quarantine reason of a row whose ``video_id`` is not the content id of its file, else None."""
     if actual == video_id:
@@ -127,4 +163,4 @@ def content_problem(video_id: str, actual: str, uri: str) -> str | None:
             f"other content than when the manifest was written ({RELATIVE_RULE})")
 
 
-__all__ = ["URI_BASE_KEY", "base_of", "check_rows", "content_problem", "folder_of", "read_manifest", "resolve", "write_manifest"]
+__all__ = ["URI_BASE_KEY", "base_of", "check_rows", "checked_video_source", "content_problem", "folder_of", "read_manifest", "resolve", "write_manifest"]

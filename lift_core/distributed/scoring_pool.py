@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from lift_core import storage
 from lift_core.config import PipelineConfig
+from lift_core.data.manifest import read_manifest
 from lift_core.progress import ProgressFn, count, resolve
 from lift_core.schemas import SCORE_KEY, SCORES_SCHEMA, caption_id, quarantine_row, with_caption_id
 
@@ -212,7 +213,7 @@ def read_manifests(manifest_uris: Iterable[str], sources: list[str] | None = Non
     (``video_id``, ``caption_id``), the first wins. A video listed with two captions is two rows."""
     cols = ["video_id", "uri", "caption", "source"]
     out = [*cols[:3], "caption_id", "source"]
-    tables = [storage.read_table(u, columns=cols) for u in manifest_uris]
+    tables = [read_manifest(u, columns=cols) for u in manifest_uris]  # relative URIs resolved
     if not tables:
         return pa.table({c: pa.array([], pa.string()) for c in out})
     t = pa.concat_tables([x.cast(pa.schema([(c, pa.string()) for c in cols])) for x in tables])

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from lift_core import storage
 from lift_core.config import PipelineConfig
+from lift_core.data.manifest import read_manifest
 from lift_core.model_identity import t2v_base_fingerprint
 from lift_core.progress import ProgressFn, resolve
 from lift_core.schemas import QUARANTINE_SCHEMA, caption_id, quarantine_row, rows_to_table, with_caption_id
@@ -80,7 +81,7 @@ def _manifest_index(manifest_uris: list[str]) -> dict[tuple[str, str], dict[str,
     for uri in manifest_uris:
         if not storage.exists(uri):
             raise FileNotFoundError(f"manifest not found: {uri}")
-        t = storage.read_table(uri)
+        t = read_manifest(uri)  # relative URIs resolve against the manifest, never the working directory
         missing = {"video_id", "uri", "caption", "source"} - set(t.column_names)
         if missing:
             raise ValueError(f"{uri} is not a manifest: missing columns {sorted(missing)}")

@@ -16,12 +16,14 @@ Layout (safetensors shards, any fsspec root)::
   samples a fresh latent per step as diffusers' ``train_cogvideox_lora.py`` does.
 
 Filling runs on a Ray Data actor pool (``CacheEncoder`` on ``lift_core.distributed.actor_pool``): videos
-are decoded to the T2V shape with ``lift_core.video.io.read_video``; an undecodable video becomes a
-quarantine row, never a silent drop.
+are decoded to the T2V shape with ``lift_core.video.io.read_video``; an undecodable video, or a file
+that holds another video than its ``video_id`` (``lift_core.data.manifest.checked_video_source``),
+becomes a quarantine row, never a silent drop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,6 +36,7 @@ import pyarrow as pa
 
 from lift_core import storage
 from lift_core.config import PipelineConfig
+from lift_core.data.inputs import InputLimits
 
 SHARD_SUFFIX = ".safetensors"
 _SMALL_FILE = 64 << 20
@@ -214,8 +217,11 @@ class CacheEncoder:
     Returns one row per job with ``error`` null on success.
     """
 
-    def __init__(self, model: str, t2v: dict, ns: dict, num_gpus: float = 0.0, num_threads: int | None = None):
+    def __init__(self, model: str, t2v: dict, ns: dict, num_gpus: float = 0.0, num_threads: int | None = None,
+                 limits: dict | None = None):
         import torch
+
+        from lift_core.data.inputs import InputLimits
 
         from lift_core.config import T2VConfig
         from lift_core.t2v.spec import get_spec
@@ -230,15 +236,20 @@ class CacheEncoder:
         self.ns = CacheNamespaces(**ns)
         self.latents = TensorCache(self.ns.latents_uri)
         self.text = TensorCache(self.ns.text_uri)
+        self.limits = InputLimits(**(limits or {}))  # the config's data.* bounds
 
-    def encode_video(self, uri: str):
+    def encode_video(self, uri: str, video_id: str | None = None):
         import torch
 
+        from lift_core.data.manifest import checked_video_source
         from lift_core.t2v.spec import frames_to_pixels
         from lift_core.video.io import read_video
 
         t = self.t2v
-        video = read_video(uri, num_frames=t.num_frames, height=t.height, width=t.width)
+        # The latents are cached under video_id: the file must hold that video (a manifest row naming
+        # another video, or a file replaced since ingest, is a failed job with both ids).
+        src = checked_video_source(video_id, uri, self.limits) if video_id else uri
+        video = read_video(src, num_frames=t.num_frames, height=t.height, width=t.width)
         params = self.spec.encode_video_dist(self.pipe, frames_to_pixels(video.frames))
         return params[0].to(getattr(torch, t.dtype))
 
@@ -253,7 +264,7 @@ class CacheEncoder:
             if job["kind"] != "video":
                 continue
             try:
-                latents[job["key"]] = self.encode_video(job["uri"])
+                latents[job["key"]] = self.encode_video(job["uri"], job["key"])
                 results.append({"kind": "video", "key": job["key"], "uri": job["uri"], "error": None})
             except VideoDecodeError as err:
                 results.append({"kind": "video", "key": job["key"], "uri": job["uri"], "error": f"VideoDecodeError: {err}"})
@@ -328,6 +339,7 @@ def fill_cache(
             "t2v": cfg.t2v.model_dump(mode="json"),
             "ns": {"root": ns.root, "latents": ns.latents, "text": ns.text},
             "num_gpus": a.cache_num_gpus_per_actor,
+            "limits": dataclasses.asdict(InputLimits.from_config(cfg.data)),
         },
         pool=ActorPool(a.cache_num_actors, a.cache_num_cpus_per_actor, a.cache_num_gpus_per_actor),
         batch_size=batch_size,

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from lift_core import storage
 from lift_core.config import DecodeConfig, PipelineConfig
 from lift_core.data.inputs import InputLimits
-from lift_core.data.manifest import content_problem, read_manifest
+from lift_core.data.manifest import checked_video_source, read_manifest
 from lift_core.progress import ProgressFn, count, resolve
 from lift_core.schemas import QUARANTINE_SCHEMA, quarantine_row, rows_to_table
 from lift_core.video.frames import frames_table, shard_files
@@ -48,37 +48,13 @@ def output_params(params: DecodeConfig) -> dict[str, Any]:
     return {"frames": params.frames, "height": params.height, "width": params.width, "backend": params.backend}
 
 
-def _checked_source(video_id: str, uri: str, limits: InputLimits) -> str | bytes:
-    """What ``read_video`` reads for a manifest row whose file holds the video ``video_id``: the local
-    path, or the bytes of a remote file (read once, hashed and decoded). ``VideoDecodeError`` with the
-    reason when the file is refused (not a regular file, over the limits) or holds another video
-    (``lift_core.data.manifest.content_problem``: both ids)."""
-    local = storage.local_path(uri) is not None
-    try:
-        if local:
-            actual = limits.video_content_id(uri)
-        else:
-            data = storage.read_input_bytes(uri, limits.max_video_bytes, limits.read_timeout_s,
-                                            limit_name="data.max_video_bytes")
-            actual = storage.sha256_hex(data)[:16]
-    except FileNotFoundError:
-        raise VideoDecodeError(f"file not found: {uri}") from None
-    except IsADirectoryError:
-        raise VideoDecodeError(f"is a directory, not a video: {uri}") from None
-    except storage.InputRefusedError as err:
-        raise VideoDecodeError(str(err)) from None
-    if problem := content_problem(video_id, actual, uri):
-        raise VideoDecodeError(problem)
-    return uri if local else data
-
-
 def decode_batch(
     batch: dict[str, np.ndarray], frames_dir: str, params: dict[str, Any], limits: InputLimits | None = None
 ) -> dict[str, np.ndarray]:
     """Ray Data batch function: decode a batch, write it as one shard, return one status row per video.
 
-    Each file is checked first (``_checked_source``): a regular file within ``limits`` whose content
-    id is the row's ``video_id``. ``error`` is a bad input's reason (quarantined). ``fatal`` carries a
+    Each file is checked first (``checked_video_source``): a regular file within ``limits`` whose
+    content id is the row's ``video_id``. ``error`` is a bad input's reason (quarantined). ``fatal`` carries a
     resource failure (disk full, missing credentials) as data rather than as an exception: Ray Data
     would wrap an exception into a ``UserCodeException`` that keeps the cause only in its log files.
     """
@@ -93,7 +69,7 @@ def decode_batch(
 
     for vid, uri in zip(batch["video_id"], batch["uri"]):
         try:
-            src = _checked_source(str(vid), str(uri), limits)
+            src = checked_video_source(str(vid), str(uri), limits)
             v = read_video(src, params["frames"], params["height"], params["width"], backend=params["backend"])
         except VideoDecodeError as err:
             errors.append(str(err))

@@ -160,3 +160,12 @@ def test_every_row_is_checked_a_repeated_id_too(two_folders):
     assert f"(expected {ids['0.mp4']}, actual {ids['1.mp4']})" in bad[0]["error"]
     assert bad[1]["error"] == "manifest row without uri or video_id"
     assert bad[2]["error"] == f"missing video file: {a}/gone.mp4"
+
+
+@pytest.mark.timeout(60)
+def test_a_manifest_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "m.parquet")
+    with pytest.raises(ValueError, match=r"not a regular file \(a FIFO\)"):
+        read_manifest(str(tmp_path / "m.parquet"))

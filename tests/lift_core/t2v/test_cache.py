@@ -48,12 +48,17 @@ def test_fill_cache_hits_on_rerun_and_quarantines_bad_videos(ray_session, t2v_cf
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all" * 10)
     videos = [(r["video_id"], r["uri"]) for r in rows] + [("badbadbadbadbad0", str(bad))]
+    # A real video under another video's id: latents are cached by id, so the file is checked first.
+    videos.append(("0123456789abcdef", rows[0]["uri"]))
     captions = [r["caption"] for r in rows] + [rows[0]["caption"]]  # a repeated caption is encoded once
 
     first = fill_cache(cfg, tiny_t2v, ns, videos, captions)
     assert (first.videos_encoded, first.videos_cached) == (3, 0)
     assert first.texts_encoded == len({r["caption"] for r in rows})
-    assert [f["key"] for f in first.failed] == ["badbadbadbadbad0"] and "VideoDecodeError" in first.failed[0]["error"]
+    failed = {f["key"]: f["error"] for f in first.failed}
+    assert sorted(failed) == ["0123456789abcdef", "badbadbadbadbad0"]
+    assert all("VideoDecodeError" in e for e in failed.values())
+    assert f"(expected 0123456789abcdef, actual {rows[0]['video_id']})" in failed["0123456789abcdef"]
 
     again = fill_cache(cfg, tiny_t2v, ns, videos[:3], captions[:3])
     assert (again.videos_encoded, again.videos_cached, again.texts_encoded) == (0, 3, 0)
