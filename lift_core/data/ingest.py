@@ -11,8 +11,8 @@
   opened (a caption that is not text, is undecodable or longer than ``data.max_caption_chars``; a
   path or reason that is undecodable): such a record becomes a quarantine row, never an Arrow or
   codec error that aborts the stage. Quarantine text is escaped so that it always fits Parquet.
-- Containment: the readers reject relative video paths that leave their root; absolute paths and
-  URLs are allowed and counted (``absolute_paths``).
+- Containment: the readers reject relative video paths that leave their root, symlinks under it that
+  resolve outside it included; absolute paths and URLs are allowed and counted (``absolute_paths``).
 - Videos are merged over all datasets and deduplicated by ``video_id`` (the first dataset listed
   wins); prompts by their text (VBench tags are merged). Every duplicate is counted; a duplicate file
   is quarantined only when its caption or labels are dropped with it.

@@ -14,7 +14,11 @@ Bounded, decodable text: a reader that accepts the keyword ``max_caption_chars``
 (``data.max_caption_chars``) and rejects longer captions per entry; ``text_problem`` and
 ``require_text`` are the checks it uses (wrong type, undecodable text such as an invalid UTF-8 byte or
 a lone surrogate escape, over the limit). The ingest stage applies the same checks to every record
-of every reader as a second guard.
+of every reader as a second guard (a NUL byte in a video path included).
+
+Bounded reads: a reader that accepts the keyword ``limits`` gets the config's ``data.*`` bounds
+(``lift_core.data.inputs.InputLimits``) and reads its JSON through ``inputs.load_json_list``, the one
+tolerant path every command shares.
 """
 
 from __future__ import annotations
