@@ -39,8 +39,6 @@ from lift_core.config import PipelineConfig
 from lift_core.data.inputs import InputLimits
 
 SHARD_SUFFIX = ".safetensors"
-_SMALL_FILE = 64 << 20
-_EDGE = 4 << 20
 
 
 def caption_key(caption: str) -> str:
@@ -59,18 +57,12 @@ def resolve_model_dir(model: str) -> str:
 
 
 def _file_digest(path: str) -> str:
-    """sha256 of a file, or of its size plus first and last 4 MiB when it is large (weights of real models)."""
-    h = hashlib.sha256()
-    size = os.path.getsize(path)
-    h.update(str(size).encode())
-    with open(path, "rb") as f:
-        if size <= _SMALL_FILE:
-            h.update(f.read())
-        else:
-            h.update(f.read(_EDGE))
-            f.seek(size - _EDGE)
-            h.update(f.read(_EDGE))
-    return h.hexdigest()
+    """sha256 of all of a file's bytes: a change anywhere in an encoder's weights is another encoder. The
+    stat cache (``lift_core.hash_cache``) spares rereading unchanged weights of real models."""
+    from lift_core.hash_cache import file_sha256
+
+    fs, local = storage.fs_and_path(path)
+    return file_sha256(fs, local, verify=storage.verify_requested())
 
 
 def encoder_id(model: str, components: Sequence[str]) -> str:

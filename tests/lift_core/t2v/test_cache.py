@@ -40,6 +40,21 @@ def test_encoder_id_follows_content_not_path(tiny_t2v, tmp_path):
     assert encoder_id(tiny_t2v, ["vae"]) != encoder_id(str(copy), ["vae"])
 
 
+def test_encoder_id_sees_a_change_anywhere_in_large_weights(tmp_path):
+    """Real encoders' weights are gigabytes: a byte changed in the middle, far from both ends and with
+    the size kept, is still another encoder (no stale latents)."""
+    vae = tmp_path / "model" / "vae"
+    vae.mkdir(parents=True)
+    weights = vae / "diffusion_pytorch_model.safetensors"
+    with open(weights, "wb") as f:
+        f.truncate(96 << 20)  # sparse: 96 MiB of zeros, cheap to write
+    before = encoder_id(str(tmp_path / "model"), ["vae"])
+    with open(weights, "r+b") as f:
+        f.seek(48 << 20)
+        f.write(b"\x01")
+    assert encoder_id(str(tmp_path / "model"), ["vae"]) != before
+
+
 def test_fill_cache_hits_on_rerun_and_quarantines_bad_videos(ray_session, t2v_cfg, tiny_t2v, generated, tmp_path):
     cfg = t2v_cfg.model_copy(deep=True)
     cfg.align.cache_root = str(tmp_path / "cache")
