@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -237,6 +238,9 @@ def resolve_dtype(dtype: Any, device: Any) -> Any:
     return getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 def load_critic(
     model: str,
     adapter: str | None = None,
@@ -252,10 +256,13 @@ def load_critic(
         check_adapter(adapter)  # before the base loads: a damaged adapter is named, not a failed load
     family = get_backbone(backbone)
     device = device or default_device()
-    processor = family.load_processor(model)
-    net = family.load_model(model, device, resolve_dtype(dtype, device))
-    if adapter is not None:
-        net = family.load_adapter(net, adapter, device, is_trainable)
+    # One load at a time in a process: from_pretrained builds on the meta device through process-wide
+    # state, and two threads loading at once fail with "Cannot copy out of meta tensor".
+    with _LOAD_LOCK:
+        processor = family.load_processor(model)
+        net = family.load_model(model, device, resolve_dtype(dtype, device))
+        if adapter is not None:
+            net = family.load_adapter(net, adapter, device, is_trainable)
     if not is_trainable:
         net.eval()
     return LoadedCritic(net, processor, family, family.label_token_ids(processor), device, frame_size)
