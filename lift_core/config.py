@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -42,9 +42,13 @@ class Section(BaseModel):
                     out[name] = _merge(default.model_dump(), given)
         return out
 
+    # Fields that say where a model is, not what it is: a stage key holds the base model's identity
+    # (lift_core.model_identity) instead, so the same model under another run_root keeps its keys.
+    LOCATION_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
     def fingerprint(self) -> str:
         """Stable hash of this section's values (part of every stage key)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        blob = json.dumps(self.model_dump(mode="json", exclude=set(self.LOCATION_FIELDS)), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -217,6 +221,7 @@ class CriticPretrainConfig(Section):
 
 
 class CriticConfig(Section):
+    LOCATION_FIELDS = frozenset({"model", "build_dir"})
     # hub id, local dir, or ``catalog:<name>``: a model shipped in the catalog (``data.catalog``'s
     # ``models``), checked against its sha256 at load.
     model: str = "{run_root}/models/critic-base"
@@ -327,6 +332,7 @@ class T2VPretrainConfig(Section):
 
 
 class T2VConfig(Section):
+    LOCATION_FIELDS = frozenset({"model", "build_dir"})
     # hub id, local dir, or ``catalog:<name>`` (a shipped model, checked against its sha256 at load)
     model: str = "{run_root}/models/t2v-base"
     family: str = "cogvideox"  # a registered T2V family (lift_core.t2v.spec.SPECS)

@@ -29,7 +29,7 @@ def base_fingerprint(model: str, *, built_from_settings: bool, catalog: str, run
             return storage.hash_parts("ref", model)  # the stage itself reports the bad reference
         return storage.hash_parts("catalog", model, sorted(found.files.items()), built_from_settings)
     if built_from_settings:
-        return storage.hash_parts("built", model)
+        return storage.hash_parts("built")  # the settings are in the key; where it is built is not
     target = model.replace("{run_root}", run_root)
     fs, path = storage.fs_and_path(target)
     if fs.isdir(path):

@@ -281,7 +281,7 @@ def stage_out(cfg: PipelineConfig, prompts_uri: str, adapter_uri: str, align_out
     extra = {
         "t2v": cfg.t2v.fingerprint(), "videos_per_prompt": cfg.generate.videos_per_prompt,
         "base": t2v_base_fingerprint(cfg),
-        "critic": [cfg.critic.model, cfg.critic.backbone, cfg.critic.label_values, critic_base_fingerprint(cfg)],
+        "critic": [cfg.critic.backbone, cfg.critic.label_values, critic_base_fingerprint(cfg)],
         "score": cfg.score.lift_values, "decode": cfg.decode.fingerprint(),
     }
     key = storage.stage_key("evaluate", [storage.fingerprint_uri(u) for u in inputs], cfg.evaluate.fingerprint(), extra)

@@ -75,7 +75,7 @@ def decisive_training_values(values: dict[str, Any]) -> dict[str, Any]:
 
 def training_fingerprint(section: Any, execution_fields: set[str], *salt: Any) -> str:
     """Hash of a training stage's config section without its execution-only fields."""
-    values = section.model_dump(mode="json")
+    values = section.model_dump(mode="json", exclude=set(getattr(section, "LOCATION_FIELDS", ())))
     for k in execution_fields:
         values.pop(k, None)
     for k in EXECUTION_TRAIN_FIELDS:
