@@ -44,13 +44,17 @@ NAME = "decode"
 
 # --------------------------------------------------------------------------- inputs
 def make_inputs(work: Path, n: int) -> list[str]:
-    """``n`` files, alternating copies of the two real 480x720 fixture videos."""
-    src = [FIXTURES / "0.mp4", FIXTURES / "1.mp4"]
+    """``n`` distinct files: the two real 480x720 fixture videos, alternately, each with a trailing
+    MP4 ``free`` box holding its index. Decoders skip ``free`` boxes, so every file decodes like its
+    source, while its bytes (and so its content id, which the stage checks ``video_id`` against) are
+    its own: no two rows are one video, and none is deduplicated away."""
+    src = [(FIXTURES / "0.mp4").read_bytes(), (FIXTURES / "1.mp4").read_bytes()]
     (work / "videos").mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
         dst = work / "videos" / f"v{i:05d}.mp4"
-        shutil.copyfile(src[i % 2], dst)
+        payload = f"{i:016d}".encode()
+        dst.write_bytes(src[i % 2] + (8 + len(payload)).to_bytes(4, "big") + b"free" + payload)
         paths.append(str(dst))
     return paths
 
@@ -59,9 +63,8 @@ def write_manifest(paths: list[str], uri: str) -> None:
     from lift_core import storage
     from lift_core.schemas import MANIFEST_SCHEMA, rows_to_table
 
-    # Copies share content, so ids are per file here (the stage decodes what the manifest lists).
-    rows = [{"video_id": f"{i:016x}", "uri": p, "caption": "", "source": "bench", "split": "train"}
-            for i, p in enumerate(paths)]
+    rows = [{"video_id": storage.content_id(p), "uri": p, "caption": "", "source": "bench", "split": "train"}
+            for p in paths]
     storage.write_table(uri, rows_to_table(rows, MANIFEST_SCHEMA))
 
 

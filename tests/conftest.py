@@ -48,8 +48,13 @@ def ray_address(ray_session) -> str:
 
 @pytest.fixture
 def lift_cli(monkeypatch, capsys):
-    """Run ``flows.cli.main`` in this process, as the ``lift`` console script does: ``(exit code, stdout, stderr)``."""
+    """Run ``flows.cli.main`` in this process, as the ``lift`` console script does: ``(exit code, stdout, stderr)``.
+
+    The command sets process environment (``--verify`` sets ``LIFT_VERIFY_OUTPUTS``, for Ray workers to
+    inherit); the environment is restored afterwards, so no later test runs with full hash checks on."""
     from flows import cli
+
+    environ = dict(os.environ)
 
     def run(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["lift", *args])
@@ -61,7 +66,9 @@ def lift_cli(monkeypatch, capsys):
         out, err = capsys.readouterr()
         return code, out, err
 
-    return run
+    yield run
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 @pytest.fixture(scope="module")
