@@ -20,6 +20,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+@pytest.fixture(autouse=True)
+def _verify_switch_restored():
+    """``lift --verify`` turns full hash checks on process-wide (``LIFT_VERIFY_OUTPUTS``, for Ray workers
+    to inherit). Tests run the CLI in this process (``lift_cli``, typer's ``CliRunner``), so the switch is
+    put back after each test: a later test's fingerprints would otherwise reread every byte."""
+    name = "LIFT_VERIFY_OUTPUTS"
+    before = os.environ.get(name)
+    yield
+    if before is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = before
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
