@@ -268,15 +268,16 @@ def render(spec: SynthSpec, height: int, width: int, num_frames: int, seed: int)
 
 def prompt_suite(rng: np.random.RandomState, n: int, split: SplitConfig | None = None) -> list[dict[str, Any]]:
     """Distinct captions of the synthetic grammar in VBench's format (``prompt_en``, ``dimension``,
-    ``prompt_opt``): ``n`` random ones for generation, then, with ``split``, every held-out one (the
-    evaluation prompts, which ingest puts in the test split), and none of those among the ``n``."""
+    ``prompt_opt``): ``n`` random ones for generation, then, with ``split``, every validation caption
+    (for choosing alignment settings: ``evaluate.split=val``) and every held-out one (the final figures),
+    which ingest puts in the val and test splits by the same salted hash; none of those among the ``n``."""
     combos = combinations() if split is None else training_combinations(split)
     if n > len(combos):
         outside = "" if split is None else " outside the held-out ones"
         raise ValueError(f"n_prompts={n}: the synthetic grammar has only {len(combos)} distinct captions{outside}")
     chosen = [combos[i] for i in rng.permutation(len(combos))[:n]]
     if split is not None:
-        chosen += [c for c in combinations() if is_heldout(caption_text(*c), split)]
+        chosen += [c for c in combinations() if caption_split(caption_text(*c), split) != "train"]
     out = []
     for count, colour, shape, direction in chosen:
         caption = caption_text(count, colour, shape, direction)

@@ -14,7 +14,7 @@ from lift_core.data.ingest import assign_split, ingest_source, quarantine_uri_fo
 from lift_core.schemas import MANIFEST_SCHEMA, PROMPTS_SCHEMA, QUARANTINE_SCHEMA
 from lift_core.video.decode_stage import run_decode
 from lift_core.video.frames import read_frames
-from lift_core.video.synth import heldout_captions, run_synth
+from lift_core.video.synth import caption_split, caption_text, combinations, heldout_captions, run_synth
 
 
 def test_stages_chain_and_rerun_is_a_noop(ray_session, tmp_path):
@@ -27,11 +27,15 @@ def test_stages_chain_and_rerun_is_a_noop(ray_session, tmp_path):
 
     ingest = run_ingest(cfg, synth.outputs)
     c = ingest.counts
-    held = len(heldout_captions(cfg.data.split))  # the suite also holds every held-out (evaluation) caption
-    assert (c["videos"], c["prompts"], c["quarantined"], c["ratings"]) == (15, 5 + held, 0, 36)
-    assert (c["videos_hd-vila"], c["videos_lift-hra"], c["prompts_synthetic-prompts"]) == (3, 12, 5 + held)
+    # The suite also holds every validation and every held-out (evaluation) caption.
+    held = len(heldout_captions(cfg.data.split))
+    val = [caption_text(*k) for k in combinations() if caption_split(caption_text(*k), cfg.data.split) == "val"]
+    assert held and val
+    assert (c["videos"], c["prompts"], c["quarantined"], c["ratings"]) == (15, 5 + len(val) + held, 0, 36)
+    assert (c["videos_hd-vila"], c["videos_lift-hra"], c["prompts_synthetic-prompts"]) == (3, 12, 5 + len(val) + held)
     splits = {p["caption"]: p["split"] for p in pq.read_table(ingest.outputs["prompts"]).to_pylist()}
     assert sum(s == "test" for s in splits.values()) == held  # and only those are evaluation prompts
+    assert sorted(k for k, s in splits.items() if s == "val") == sorted(val)  # evaluate.split=val has them all
     manifest = pq.read_table(ingest.outputs["manifest"])
     assert manifest.schema.equals(MANIFEST_SCHEMA)
     assert pq.read_table(ingest.outputs["prompts"]).schema.equals(PROMPTS_SCHEMA)
