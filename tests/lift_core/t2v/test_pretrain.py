@@ -34,8 +34,9 @@ def test_heldout_combinations_are_the_test_split_and_stay_out_of_training_data(t
     out = write_synthetic(str(tmp_path), SyntheticConfig(n=0, n_real=12, n_prompts=10, height=32, width=32,
                                                          num_frames=5), split)
     prompts = [p["prompt_en"] for p in storage.read_json(out["prompts_json"])]
-    assert len(prompts) == len(set(prompts)) == 10 + len(held)
-    assert set(prompts[10:]) == {caption_text(*c) for c in held}  # every held-out one, for evaluation
+    assert len(prompts) == len(set(prompts)) == 10 + len(val) + len(held)
+    # every validation caption (choosing settings) and every held-out one (the final figures)
+    assert set(prompts[10:]) == {caption_text(*c) for c in val + held}
     assert not any(is_heldout(p, split) for p in prompts[:10])  # generation prompts show none
     assert all(caption_split(r["caption"], split) == "train" for r in storage.read_json(out["real_json"]))
 
