@@ -25,7 +25,8 @@ def _verify_switch_restored():
     """``lift --verify`` turns full hash checks on process-wide (``LIFT_VERIFY_OUTPUTS``, for Ray workers
     to inherit). Tests run the CLI in this process (``lift_cli``, typer's ``CliRunner``), so the switch is
     put back after each test: a later test's fingerprints would otherwise reread every byte."""
-    name = "LIFT_VERIFY_OUTPUTS"
+    from lift_core.storage import VERIFY_ENV as name
+
     before = os.environ.get(name)
     yield
     if before is None:

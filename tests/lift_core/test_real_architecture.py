@@ -46,7 +46,6 @@ from lift_core import storage
 from lift_core.config import DIMENSIONS, LABELS, config_from_dict
 
 
-
 def native_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices natively (PyTorch's oneDNN bf16 check)."""
     import torch
