@@ -152,17 +152,40 @@ def _plots(rows: list[dict[str, Any]], summary: dict[str, Any], train_log_uri: s
     return written
 
 
-def _frame_grid(rows: list[dict[str, Any]], plt: Any, max_pairs: int = 6, frames_shown: int = 4):
-    """Base and aligned videos of the same prompt and seed side by side: a row per pair, frames across."""
+def grid_pairs(rows: list[dict[str, Any]], n_random: int = 3, n_changed: int = 2,
+               seed: int = 0) -> list[tuple[tuple[str, int], str]]:
+    """The (prompt, index) pairs the frame grid shows, each with why: ``n_random`` pairs drawn at random
+    (seeded, so a rerun shows the same), then, where the pixel oracle read both sides, the ``n_changed``
+    pairs whose adherence rose most and the ``n_changed`` that fell most. Random pairs show what alignment
+    typically does; the extremes show what it changed. No pair is shown twice."""
+    by_side = {side: {(r["prompt_id"], r["index"]): r for r in rows if r["tag"] == side} for side in SIDES}
+    pairs = sorted(set(by_side["base"]) & set(by_side["aligned"]))
+    rng = np.random.default_rng(seed)
+    chosen = [(pairs[i], "random") for i in sorted(rng.permutation(len(pairs))[:n_random])]
+    read = [p for p in pairs if by_side["base"][p]["oracle"] is not None and by_side["aligned"][p]["oracle"] is not None]
+    delta = {p: by_side["aligned"][p]["oracle"] - by_side["base"][p]["oracle"] for p in read}
+    taken = {p for p, _ in chosen}
+    rose = sorted((p for p in read if delta[p] > 0), key=lambda p: (-delta[p], p))
+    fell = sorted((p for p in read if delta[p] < 0), key=lambda p: (delta[p], p))
+    for why, ordered in (("rose most", rose), ("fell most", fell)):
+        for p in [p for p in ordered if p not in taken][:n_changed]:
+            chosen.append((p, f"{why} ({delta[p]:+.2f})"))
+            taken.add(p)
+    return chosen
+
+
+def _frame_grid(rows: list[dict[str, Any]], plt: Any, frames_shown: int = 4):
+    """Base and aligned videos of the same prompt and seed side by side: a row per pair (``grid_pairs``),
+    frames across, each row labelled with its caption, seed and why it is shown."""
     from lift_core.video.io import read_video
 
     by_side = {side: {(r["prompt_id"], r["index"]): r for r in rows if r["tag"] == side} for side in SIDES}
-    pairs = sorted(set(by_side["base"]) & set(by_side["aligned"]))[:max_pairs]
-    if not pairs:
+    shown = grid_pairs(rows)
+    if not shown:
         return None
-    fig, axes = plt.subplots(len(pairs), 2 * frames_shown, figsize=(2 * frames_shown * 1.1, len(pairs) * 1.25),
+    fig, axes = plt.subplots(len(shown), 2 * frames_shown, figsize=(2 * frames_shown * 1.1, len(shown) * 1.25),
                              squeeze=False)
-    for i, pair in enumerate(pairs):
+    for i, (pair, why) in enumerate(shown):
         for j, side in enumerate(SIDES):
             row = by_side[side][pair]
             frames = read_video(row["uri"], num_frames=frames_shown).frames
@@ -173,9 +196,10 @@ def _frame_grid(rows: list[dict[str, Any]], plt: Any, max_pairs: int = 6, frames
                 if k == 0:
                     score = f"oracle {row['oracle']:.2f}" if row.get("oracle") is not None else f"reward {row['reward']:.2f}"
                     ax.set_title(f"{side}: {score}", fontsize=6, loc="left")
-        axes[i][0].set_ylabel(f"{by_side['base'][pair]['caption'][:28]}\nseed {by_side['base'][pair]['seed']}",
-                              fontsize=5)
-    fig.suptitle("base (left) vs aligned (right): same prompt, same seed", fontsize=8)
+        base = by_side["base"][pair]
+        axes[i][0].set_ylabel(f"{why}\n{base['caption'][:28]}\nseed {base['seed']}", fontsize=5)
+    fig.suptitle("base (left) vs aligned (right): same prompt, same seed; random pairs, then the pairs whose "
+                 "oracle adherence rose and fell most", fontsize=7)
     return fig
 
 
@@ -217,6 +241,10 @@ def report_markdown(summary: dict[str, Any], plots: dict[str, str], align_metric
                       f"{oracle['win_rate_ci'][0]:.3f} to {oracle['win_rate_ci'][1]:.3f}).", ""]
     if align_metrics:
         lines += [f"Alignment: {', '.join(f'{k} {_fmt(v)}' for k, v in align_metrics.items() if not isinstance(v, (dict, list)))}.", ""]
+    if "frames.png" in plots:
+        lines += ["Frames: base and aligned videos of the same prompt and seed. The first rows are random pairs; "
+                  "the rows after them are the pairs whose oracle adherence rose most and fell most, each labelled "
+                  "with its change.", ""]
     for name in ("frames.png", "reward_hist.png", "dimensions.png", "loss_curve.png"):
         if name in plots:
             lines += [f"![{name[:-4]}](plots/{name})", ""]

@@ -13,7 +13,7 @@ from lift_core import storage
 from lift_core.config import DIMENSIONS
 from lift_core.t2v.align import TRAIN_LOG_SCHEMA
 from lift_core.metrics.oracle import ATTRIBUTES
-from lift_core.t2v.evaluate import EVAL_SCHEMA, run_evaluate, summarize, win_rate
+from lift_core.t2v.evaluate import EVAL_SCHEMA, grid_pairs, run_evaluate, summarize, win_rate
 
 CRITIC = ["critic.pretrain=null", "critic.build_tiny.hidden_size=64", "critic.build_tiny.intermediate_size=128",
           "critic.build_tiny.vision_embed_dim=32"]
@@ -92,6 +92,27 @@ def _t2v_lora(cfg, tiny_t2v, out: str) -> str:
 
 
 @pytest.mark.slow
+def test_frame_grid_shows_random_pairs_then_the_largest_rises_and_falls_in_adherence():
+    """Ten pairs whose aligned-minus-base adherence is known: after the random rows come the two largest
+    rises and the two largest falls, labelled with their change, and no pair twice."""
+    change = {f"p{i}": d for i, d in enumerate([0.5, -0.75, 0.0, 0.25, -0.25, 0.0, 1.0, 0.0, -0.5, 0.0])}
+    rows = [{"tag": tag, "prompt_id": p, "index": 0, "oracle": 0.5 + (d if tag == "aligned" else 0.0) / 2}
+            for p, d in change.items() for tag in ("base", "aligned")]
+    shown = grid_pairs(rows, n_random=2, n_changed=2, seed=3)
+    assert [why for _, why in shown][:2] == ["random", "random"]
+    assert grid_pairs(rows, n_random=2, n_changed=2, seed=3) == shown  # seeded: a rerun shows the same rows
+    assert len({pair for pair, _ in shown}) == len(shown)
+    random_ids = {pair[0] for pair, _ in shown[:2]}
+    rises = [p for p in ("p6", "p0", "p3") if p not in random_ids][:2]
+    falls = [p for p in ("p1", "p8", "p4") if p not in random_ids][:2]
+    assert [pair[0] for pair, _ in shown[2:]] == rises + falls
+    assert all(why.startswith("rose most (+") for _, why in shown[2:4])
+    assert all(why.startswith("fell most (-") for _, why in shown[4:])
+    # Captions outside the synthetic world (no oracle reading): random pairs only.
+    blind = [{**r, "oracle": None} for r in rows]
+    assert [why for _, why in grid_pairs(blind, n_random=3, seed=0)] == ["random"] * 3
+
+
 def test_evaluate_base_vs_aligned(ray_session, make_t2v_cfg, t2v_root, tiny_t2v, prompts_uri):
     cfg = make_t2v_cfg(t2v_root, *CRITIC)
     critic = _critic_adapter(cfg, str(t2v_root / "critic-adapter"))
