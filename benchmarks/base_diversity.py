@@ -77,8 +77,7 @@ def split_captions(split_cfg: Any, split: str, max_captions: int | None = None) 
     if split == "test":
         caps = synth.heldout_captions(split_cfg)
     elif split == "val":
-        caps = [synth.caption_text(*c) for c in synth.combinations()
-                if synth.caption_split(synth.caption_text(*c), split_cfg) == "val"]
+        caps = synth.validation_captions(split_cfg)
     else:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return caps[:max_captions] if max_captions is not None else caps

@@ -134,6 +134,11 @@ def heldout_captions(split: SplitConfig) -> list[str]:
     return [caption_text(*c) for c in combinations() if is_heldout(caption_text(*c), split)]
 
 
+def validation_captions(split: SplitConfig) -> list[str]:
+    """The validation captions (alignment settings are chosen on them), in grammar order."""
+    return [caption_text(*c) for c in combinations() if caption_split(caption_text(*c), split) == "val"]
+
+
 def training_combinations(split: SplitConfig) -> list[tuple[str, str, str, str]]:
     """The combinations that the world may show in training data: neither validation nor test."""
     return [c for c in combinations() if caption_split(caption_text(*c), split) == "train"]

@@ -14,7 +14,7 @@ from lift_core.data.ingest import assign_split, ingest_source, quarantine_uri_fo
 from lift_core.schemas import MANIFEST_SCHEMA, PROMPTS_SCHEMA, QUARANTINE_SCHEMA
 from lift_core.video.decode_stage import run_decode
 from lift_core.video.frames import read_frames
-from lift_core.video.synth import caption_split, caption_text, combinations, heldout_captions, run_synth
+from lift_core.video.synth import heldout_captions, run_synth, validation_captions
 
 
 def test_stages_chain_and_rerun_is_a_noop(ray_session, tmp_path):
@@ -29,7 +29,7 @@ def test_stages_chain_and_rerun_is_a_noop(ray_session, tmp_path):
     c = ingest.counts
     # The suite also holds every validation and every held-out (evaluation) caption.
     held = len(heldout_captions(cfg.data.split))
-    val = [caption_text(*k) for k in combinations() if caption_split(caption_text(*k), cfg.data.split) == "val"]
+    val = validation_captions(cfg.data.split)
     assert held and val
     assert (c["videos"], c["prompts"], c["quarantined"], c["ratings"]) == (15, 5 + len(val) + held, 0, 36)
     assert (c["videos_hd-vila"], c["videos_lift-hra"], c["prompts_synthetic-prompts"]) == (3, 12, 5 + len(val) + held)
