@@ -110,7 +110,7 @@ def figures(rows: list[dict[str, Any]], attributes: tuple[str, ...], seed: int =
             "effective_sample_size": float(w_all[name].sum() ** 2 / (w_all[name] ** 2).sum()),
             "real_weight_share": float(w_all[name][~is_gen].sum() / w_all[name].sum()),
             "selection_gain": selection_gain(oracle, w_gen),
-            "selection_gain_ci": bootstrap_ci(lambda o, w: selection_gain(o, w), oracle, w_gen, prompts, seed=seed),
+            "selection_gain_ci": bootstrap_ci(selection_gain, oracle, w_gen, prompts, seed=seed),
             "selection_gain_by_attribute": {
                 a: selection_gain(np.array([r[f"oracle_{a}"] for r in gen], float), w_gen) for a in attributes},
         }
