@@ -68,11 +68,14 @@ test: install-test system-deps
 test-fast: install-test
 	$(VENV)/bin/python -m pytest tests -m "not slow"
 
-# gpu_real_scale.py needs a CUDA GPU (its --tiny smoke version runs in the tests).
+# gpu_real_scale.py needs a CUDA GPU (its --tiny smoke version runs in the tests); reward_selection.py reads
+# the demo's alignment output (runs/demo).
 bench: install
 	for b in benchmarks/[!_]*.py; do \
 	  if [ "$$b" = benchmarks/gpu_real_scale.py ] && ! $(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then \
 	    echo "bench: skipping $$b (no CUDA GPU here)"; continue; fi; \
+	  if [ "$$b" = benchmarks/reward_selection.py ] && ! ls runs/demo/align/*/_SUCCESS.json >/dev/null 2>&1; then \
+	    echo "bench: skipping $$b (it reads the demo's alignment: run make demo first)"; continue; fi; \
 	  $(PY) $$b || exit 1; done
 
 clean: down

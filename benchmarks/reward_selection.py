@@ -17,7 +17,8 @@ oracle read each video's caption adherence, and reports, on the generated videos
 ``ratio`` is the reward's selection gain over the oracle's: the share of a perfect critic's selection that
 LiFT's critic achieves (1 = as good as the oracle, 0 = no better than uniform).
 
-    python benchmarks/reward_selection.py --samples <run_root>/align/<key>   # the reward arm's stage output
+    python benchmarks/reward_selection.py                                    # the newest align output of ./runs/demo
+    python benchmarks/reward_selection.py --samples <run_root>/align/<key>   # a given one (e.g. an arm's)
 
 It reads only training-prompt videos (generated from the train split, plus the real ones): no held-out
 prompt is touched. Writes ``<out-dir>/reward_selection.json`` and ``.md``.
@@ -129,6 +130,15 @@ def read_rows(samples_dir: str, height: int, width: int) -> list[dict[str, Any]]
     return [{**r, **m} for r, m in zip(rows, readings)]
 
 
+def newest_align_output(run_root: str) -> str:
+    """The most recently finished ``align`` stage output under ``run_root``."""
+    done = sorted(Path(run_root).glob("align/*/_SUCCESS.json"), key=lambda p: p.stat().st_mtime)
+    if not done:
+        raise SystemExit(f"reward_selection: no finished align stage under {run_root}/align: run `make demo` "
+                         f"first, or name one with --samples")
+    return str(done[-1].parent)
+
+
 def markdown(result: dict[str, Any], attributes: tuple[str, ...]) -> str:
     f = result["figures"]
     c, rw = f["correlation"], f["reward"]
@@ -163,7 +173,9 @@ def markdown(result: dict[str, Any], attributes: tuple[str, ...]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--samples", required=True, help="an align stage output folder (holds samples.parquet)")
+    p.add_argument("--samples", default=None,
+                   help="an align stage output folder (holds samples.parquet); default: the newest under --run-root")
+    p.add_argument("--run-root", default="runs/demo", help="where to look for it without --samples")
     p.add_argument("--config", default="configs/demo.yaml", help="the config the videos were made with (their size)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -174,8 +186,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from lift_core.metrics.oracle import ATTRIBUTES
 
     cfg = load_config(args.config, args.override)
-    rows = read_rows(args.samples, cfg.t2v.height, cfg.t2v.width)
-    figs = {"samples": args.samples, **figures(rows, ATTRIBUTES, seed=args.seed)}
+    samples = args.samples or newest_align_output(args.run_root)
+    rows = read_rows(samples, cfg.t2v.height, cfg.t2v.width)
+    figs = {"samples": samples, **figures(rows, ATTRIBUTES, seed=args.seed)}
     oracle_gain = figs["weightings"]["oracle"]["selection_gain"]
     ratio = figs["weightings"]["reward"]["selection_gain"] / oracle_gain if oracle_gain else 0.0
     result = {"name": NAME, "machine": machine(), "figures": figs, "ratio": round(ratio, 4),

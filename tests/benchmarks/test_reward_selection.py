@@ -66,3 +66,17 @@ def test_an_empty_training_set_is_refused(benchmark_module, tmp_path):
     storage.write_table(str(tmp_path / "samples.parquet"), pa.Table.from_pylist([], schema=SAMPLES_SCHEMA))
     with pytest.raises(ValueError, match="no training rows"):
         bench.main(["--samples", str(tmp_path), "--out-dir", str(tmp_path / "out")])
+
+
+def test_without_samples_it_reads_the_newest_finished_alignment_of_the_run_root(benchmark_module, tmp_path):
+    import os
+
+    bench = benchmark_module("reward_selection")
+    with pytest.raises(SystemExit, match="no finished align stage under .*run `make demo` first"):
+        bench.newest_align_output(str(tmp_path))
+    for i, key in enumerate(("old", "new", "unfinished")):
+        (tmp_path / "align" / key).mkdir(parents=True)
+        if key != "unfinished":
+            (tmp_path / "align" / key / "_SUCCESS.json").write_text("{}")
+            os.utime(tmp_path / "align" / key / "_SUCCESS.json", (1000 + i, 1000 + i))
+    assert bench.newest_align_output(str(tmp_path)) == str(tmp_path / "align" / "new")
