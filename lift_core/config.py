@@ -62,6 +62,11 @@ class RayConfig(Section):
     # Where Ray Train keeps its run state (RunConfig.storage_path): every node must reach it on a real
     # cluster (an NFS path or s3://...). None: the local temp dir, which one machine shares.
     storage_path: str | None = None
+    # Ray Data fails a dataset that makes no progress for this long (its default: 30 minutes). Stages run
+    # side by side on one cluster, so a decode queues for CPUs while another stage holds them (the demo's
+    # critic training takes both of its 2 CPUs, longer than 30 minutes on a busy machine): waiting is not a
+    # hang. None: the guard is off, and the stage's progress line shows the wait; seconds: the guard on.
+    data_no_progress_timeout_s: float | None = Field(None, gt=0)
 
 
 class PrefectConfig(Section):

@@ -114,6 +114,7 @@ def _init_ray(cfg: RayConfig) -> None:
         # this driver would look for its raylet at the machine's network address and never connect.
         with loopback_node() if host in (LOOPBACK, "localhost") else contextlib.nullcontext():
             ray.init(address=address, **kwargs)
+        configure_ray_data(cfg)
         return
     if cfg.num_cpus is not None:
         kwargs["num_cpus"] = cfg.num_cpus
@@ -123,13 +124,16 @@ def _init_ray(cfg: RayConfig) -> None:
         kwargs["object_store_memory"] = int(cfg.object_store_memory)
     with loopback_node():
         ray.init(dashboard_host=LOOPBACK, **kwargs)
-    # Ray Data's per-operator bars off: the stages draw one bar each (lift_core.progress) from the counts
-    # they see arrive, and Prefect artifacts carry the same progress.
-    try:
-        from ray.data import DataContext
+    configure_ray_data(cfg)
 
-        ctx = DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
-    except Exception:  # older Ray: best effort only
-        pass
+
+def configure_ray_data(cfg: RayConfig) -> None:
+    """This driver's Ray Data settings: per-operator bars off (the stages draw one bar each from the counts
+    they see arrive, and Prefect artifacts carry the same progress), and the no-progress guard as
+    ``ray.data_no_progress_timeout_s`` says (off by default: a stage waiting for CPUs is not hung)."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.execution_no_progress_timeout_s = cfg.data_no_progress_timeout_s or -1  # -1: Ray's "off"

@@ -86,3 +86,45 @@ def test_known_noise_filters_drop_only_their_message():
         noise = logger.makeRecord(name, logging.WARNING, __file__, 1, prefix + ". Continuing.", None, None)
         other = logger.makeRecord(name, logging.WARNING, __file__, 1, "Failed to clean up placement group", None, None)
         assert not logger.filter(noise) and logger.filter(other)
+
+
+WAITING_CHILD = textwrap.dedent(
+    """
+    import json, time
+
+    import ray
+    from ray.data.exceptions import ExecutionTimeoutError
+
+    from lift_core.config import RayConfig
+    from lift_core.distributed.ray_runtime import configure_ray_data, ensure_ray
+
+    @ray.remote(num_cpus=1)
+    def hold_the_cpu(seconds):
+        time.sleep(seconds)
+
+    def decode_while_another_stage_holds_the_cpu():
+        held = hold_the_cpu.remote(8)
+        time.sleep(2)  # it is running: the only CPU is taken
+        try:
+            return len(ray.data.range(4, override_num_blocks=2).map(lambda r: r).take_all())
+        except ExecutionTimeoutError:
+            return "timed out"
+        finally:
+            ray.get(held)
+
+    ensure_ray(RayConfig(num_cpus=1, data_no_progress_timeout_s=2))
+    guarded = decode_while_another_stage_holds_the_cpu()
+    configure_ray_data(RayConfig())  # the default
+    print("RESULT " + json.dumps({"guarded": guarded, "default": decode_while_another_stage_holds_the_cpu()}))
+    """
+)
+
+
+def test_a_ray_data_stage_waits_for_cpus_another_stage_holds_unless_a_guard_is_set():
+    """The demo's decode of generated videos queues behind critic training, which holds every CPU; on a busy
+    machine for longer than Ray Data's default 30-minute no-progress guard, which failed the demo's flow."""
+    child = subprocess.run([sys.executable, "-c", WAITING_CHILD], cwd=REPO, capture_output=True, text=True, timeout=300,
+                           check=False)
+    lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"rc={child.returncode}\n{child.stdout[-2000:]}\n{child.stderr[-4000:]}"
+    assert json.loads(lines[0].split(" ", 1)[1]) == {"guarded": "timed out", "default": 4}
