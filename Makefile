@@ -7,8 +7,6 @@ PIP := $(PY) -m pip
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 CONFIG ?= configs/demo.yaml
 PREFECT_PORT ?= 4200
-# pytest-xdist workers of make test (tests/conftest.py keeps the tests of one costly fixture together)
-TEST_WORKERS ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -65,10 +63,10 @@ system-deps:
 	@bash infra/install_system_deps.sh || echo "make: the tests that need the missing system packages will be skipped" >&2
 
 test: install-test system-deps
-	$(VENV)/bin/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/python -m pytest tests
 
 test-fast: install-test
-	$(VENV)/bin/python -m pytest tests -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/python -m pytest tests -m "not slow"
 
 # gpu_real_scale.py needs a CUDA GPU (its --tiny smoke version runs in the tests); reward_selection.py reads
 # the demo's alignment output (runs/demo).

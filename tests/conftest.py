@@ -35,22 +35,6 @@ def _verify_switch_restored():
         os.environ[name] = before
 
 
-# `make test` runs the suite in two pytest-xdist workers (`-n 2 --dist loadgroup`): much of a test's time
-# here is one process importing torch or waiting for another (Ray workers, a Prefect server), so a
-# second worker fills the other core. A session fixture is built once per worker that uses it; the
-# expensive ones (minutes: the Prefect stack and its tiny demo run; Prefect's test server) would be
-# built twice, so every test that needs one goes to the same worker: fixture -> xdist group.
-XDIST_GROUPS = {"stack": "prefect-stack", "prefect_api": "prefect-test-server"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        for fixture, group in XDIST_GROUPS.items():
-            if fixture in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
-
-
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
