@@ -40,22 +40,14 @@ from typing import Any
 
 from _common import command, machine, publish  # benchmarks/ is on sys.path
 
+from lift_core.config import read_overrides_file
+
 REPO = Path(__file__).resolve().parent.parent
 NAME = "cached_rerun"
 CONFIG = "configs/demo.yaml"
 
-# Every stage at its smallest on the shipped demo bases (the stack tests' tiny run): 24 rated + 4 real
-# videos, 2 critic steps, 2 generated videos, 1 alignment step, 1 held-out prompt.
-TINY = [
-    "data.synthetic.n=24", "data.synthetic.n_real=4", "data.synthetic.n_prompts=8",
-    "critic.train.max_steps=2", "critic.train.batch_size=4", "critic.train.checkpoint_every=1",
-    "critic.train.warmup_steps=0",
-    "t2v.num_inference_steps=2", "generate.videos_per_prompt=1", "generate.max_prompts=2",
-    "score.batch_size=2",
-    "align.train.max_steps=1", "align.train.batch_size=2", "align.train.checkpoint_every=1",
-    "align.train.warmup_steps=0",
-    "evaluate.max_prompts=1", "evaluate.videos_per_prompt=1",
-]
+# Every stage at its smallest on the shipped demo bases (the stack tests' tiny run too).
+TINY = read_overrides_file(REPO / "configs/demo-tiny.overrides")
 # The demo's models and stages, a tenth of its data and training steps.
 SMALL = [
     "data.synthetic.n=144", "data.synthetic.n_real=8", "data.synthetic.n_prompts=12",

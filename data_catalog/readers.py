@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from typing import Any
+from typing import Any, Callable
 
 from lift_core import storage
 from lift_core.data.inputs import InputLimits, load_json_list, load_json_value, usable
@@ -179,27 +179,46 @@ def _video_entry(entry: Any, root: str, max_caption_chars: int | None) -> tuple[
     return _resolve(root, entry["video"]), require_text(entry["caption"], "caption", max_caption_chars)
 
 
-def read_lift_inference(
-    uri: str, videos_root: str | None, source: str = "lift-inference", *,
-    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS, limits: InputLimits | None = None,
-) -> ReadResult:
-    """LiFT's inference input (test.json): ``[{video_id, video, caption}]``; videos resolve next to it."""
-    limits = _limits(limits, max_caption_chars)
-    max_caption_chars = limits.max_caption_chars
+def _read_video_entries(uri: str, videos_root: str | None, source: str, limits: InputLimits,
+                        fill: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+                        ratings_per_entry: int = 0) -> ReadResult:
+    """Each ``{video, caption, ...}`` entry of a LiFT JSON list as a video record; videos resolve next to the
+    file (or under ``videos_root``). ``fill(entry, record)`` adds a format's own fields and raises
+    ``ValueError`` to reject the entry with its reason."""
     root = _json_root(uri, videos_root)
     out = ReadResult("videos")
     absolute: set[str] = set()
     for i, entry in enumerate(load_json_list(uri, limits)):
         try:
             entry = usable(entry)
-            video, caption = _video_entry(entry, root, max_caption_chars)
+            video, caption = _video_entry(entry, root, limits.max_caption_chars)
+            rec = _empty_video_record(video, caption, source)
+            if fill is not None:
+                fill(entry, rec)
         except ValueError as err:
             out.rejects.append(Reject(uri, i, str(err)))
             continue
-        out.records.append(_empty_video_record(video, caption, source))
+        out.records.append(rec)
+        out.ratings += ratings_per_entry
         if is_absolute(entry["video"]):
             absolute.add(video)
     return _finish(out, absolute)
+
+
+def read_lift_inference(
+    uri: str, videos_root: str | None, source: str = "lift-inference", *,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS, limits: InputLimits | None = None,
+) -> ReadResult:
+    """LiFT's inference input (test.json): ``[{video_id, video, caption}]``; videos resolve next to it."""
+    return _read_video_entries(uri, videos_root, source, _limits(limits, max_caption_chars))
+
+
+def _critic_answers(entry: dict[str, Any], rec: dict[str, Any]) -> None:
+    for dim, key in CRITIC_OUTPUT_KEYS.items():
+        if not isinstance(entry.get(key), str):
+            raise ValueError(f"missing answer {key!r}")
+        require_text(entry[key], f"answer {key!r}")
+        rec[f"label_{dim}"], rec[f"reason_{dim}"] = parse_label_answer(entry[key])
 
 
 def read_critic_output(
@@ -207,29 +226,21 @@ def read_critic_output(
     max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS, limits: InputLimits | None = None,
 ) -> ReadResult:
     """LiFT's critic_output_*.json: inference entries plus ``"Label. reason"`` per dimension."""
-    limits = _limits(limits, max_caption_chars)
-    max_caption_chars = limits.max_caption_chars
-    root = _json_root(uri, videos_root)
-    out = ReadResult("videos")
-    absolute: set[str] = set()
-    for i, entry in enumerate(load_json_list(uri, limits)):
-        try:
-            entry = usable(entry)
-            video, caption = _video_entry(entry, root, max_caption_chars)
-            rec = _empty_video_record(video, caption, source)
-            for dim, key in CRITIC_OUTPUT_KEYS.items():
-                if not isinstance(entry.get(key), str):
-                    raise ValueError(f"missing answer {key!r}")
-                require_text(entry[key], f"answer {key!r}")
-                rec[f"label_{dim}"], rec[f"reason_{dim}"] = parse_label_answer(entry[key])
-        except ValueError as err:
-            out.rejects.append(Reject(uri, i, str(err)))
-            continue
-        out.records.append(rec)
-        out.ratings += len(CRITIC_OUTPUT_KEYS)
-        if is_absolute(entry["video"]):
-            absolute.add(video)
-    return _finish(out, absolute)
+    return _read_video_entries(uri, videos_root, source, _limits(limits, max_caption_chars), _critic_answers,
+                               ratings_per_entry=len(CRITIC_OUTPUT_KEYS))
+
+
+def _alignment_score(entry: dict[str, Any], rec: dict[str, Any]) -> None:
+    raw = entry.get("score")
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise ValueError(f"score {raw!r} is not a number")
+    try:
+        score = float(raw)
+    except ValueError:
+        raise ValueError(f"score {raw!r} is not a number") from None
+    if not 0.0 <= score <= 1.0:
+        raise ValueError(f"score {score} outside [0, 1]")
+    rec["score"] = score
 
 
 def read_alignment(
@@ -243,33 +254,7 @@ def read_alignment(
     with ``align.reward_source: file`` or ``lift import-scores --format alignment``
     (``lift_core.critic.import_scores``).
     """
-    limits = _limits(limits, max_caption_chars)
-    max_caption_chars = limits.max_caption_chars
-    root = _json_root(uri, videos_root)
-    out = ReadResult("videos")
-    absolute: set[str] = set()
-    for i, entry in enumerate(load_json_list(uri, limits)):
-        try:
-            entry = usable(entry)
-            video, caption = _video_entry(entry, root, max_caption_chars)
-            raw = entry.get("score")
-            if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-                raise ValueError(f"score {raw!r} is not a number")
-            try:
-                score = float(raw)
-            except ValueError:
-                raise ValueError(f"score {raw!r} is not a number") from None
-            if not 0.0 <= score <= 1.0:
-                raise ValueError(f"score {score} outside [0, 1]")
-        except ValueError as err:
-            out.rejects.append(Reject(uri, i, str(err)))
-            continue
-        rec = _empty_video_record(video, caption, source)
-        rec["score"] = score
-        out.records.append(rec)
-        if is_absolute(entry["video"]):
-            absolute.add(video)
-    return _finish(out, absolute)
+    return _read_video_entries(uri, videos_root, source, _limits(limits, max_caption_chars), _alignment_score)
 
 
 def read_vbench_prompts(

@@ -525,6 +525,17 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
     return tree
 
 
+def read_overrides_file(path: str | Path) -> list[str]:
+    """The ``key=value`` overrides of a file, one per line; blank lines and ``#`` comments are skipped."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as err:
+        raise ConfigError(f"cannot read overrides {path}: {err.strerror or err}") from None
+    overrides = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    parse_overrides(overrides)  # a malformed line fails here, naming itself
+    return overrides
+
+
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():

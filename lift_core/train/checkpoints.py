@@ -18,13 +18,14 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import pyarrow as pa
 
 from lift_core import storage
 
 log = logging.getLogger("lift.train")
+T = TypeVar("T")
 
 MANIFEST = "manifest.json"
 WEIGHTS, OPTIMIZER, SCHEDULER, TRAIN_LOG, STATE = (
@@ -220,24 +221,26 @@ def read_checkpoint(uri: str) -> Checkpoint:
     )
 
 
-def _skip_reporter(on_skip: Callable[[str, str], None] | None) -> Callable[[str, str], None]:
-    return on_skip or (lambda uri, why: log.warning("skipping checkpoint %s: %s", uri, why))
-
-
-def read_newest_intact(out_uri: str, on_skip: Callable[[str, str], None] | None = None) -> Checkpoint | None:
-    """The newest checkpoint that passes the full (hash) check; each one skipped is reported with why."""
-    report = _skip_reporter(on_skip)
+def _newest_passing(out_uri: str, read: Callable[[str], T], on_skip: Callable[[str, str], None] | None) -> T | None:
+    """``read`` of the newest step folder that passes the size check and that ``read`` (a full check)
+    accepts; each one skipped is reported with why (default: a warning)."""
+    report = on_skip or (lambda uri, why: log.warning("skipping checkpoint %s: %s", uri, why))
     fs, dirs = _step_dirs(out_uri)
     for d in dirs:
         uri = storage.to_uri(fs, d)
         why = problem(fs, d)
         if why is None:
             try:
-                return read_checkpoint(uri)
+                return read(uri)
             except CorruptCheckpoint as err:
                 why = str(err)
         report(uri, why)
     return None
+
+
+def read_newest_intact(out_uri: str, on_skip: Callable[[str, str], None] | None = None) -> Checkpoint | None:
+    """The newest checkpoint that passes the full (hash) check; each one skipped is reported with why."""
+    return _newest_passing(out_uri, read_checkpoint, on_skip)
 
 
 def resume_point(out_uri: str, on_skip: Callable[[str, str], None] | None = None) -> tuple[int, str] | None:
@@ -247,18 +250,7 @@ def resume_point(out_uri: str, on_skip: Callable[[str, str], None] | None = None
     match their manifest's sizes and sha256s, checked the same way but without decoding the tensors,
     so what the driver announces is the step the workers really resume from. Each one skipped is
     reported with why (default: a warning)."""
-    report = _skip_reporter(on_skip)
-    fs, dirs = _step_dirs(out_uri)
-    for d in dirs:
-        uri = storage.to_uri(fs, d)
-        why = problem(fs, d)
-        if why is None:
-            try:
-                return _verified_blobs(uri)[0], uri
-            except CorruptCheckpoint as err:
-                why = str(err)
-        report(uri, why)
-    return None
+    return _newest_passing(out_uri, lambda uri: (_verified_blobs(uri)[0], uri), on_skip)
 
 
 def resume_message(out_uri: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lift_core.config import ConfigError, PipelineConfig, load_config, parse_overrides
+from lift_core.config import ConfigError, PipelineConfig, load_config, parse_overrides, read_overrides_file
 
 
 # --------------------------------------------------------------------------- parse_overrides
@@ -39,6 +39,26 @@ def test_malformed_overrides_say_which():
         parse_overrides(["critic.train"])
     with pytest.raises(ConfigError, match="override 'seed.x': 'seed' is not a section"):
         parse_overrides(["seed=1", "seed.x=2"])
+
+
+def test_an_overrides_file_skips_comments_and_blank_lines_and_names_a_bad_line(tmp_path):
+    path = tmp_path / "x.overrides"
+    path.write_text("# a comment\n\n  critic.train.lr=0.5  \n   # indented comment\nseed=3\n")
+    assert read_overrides_file(path) == ["critic.train.lr=0.5", "seed=3"]
+    path.write_text("seed=3\ncritic.train\n")
+    with pytest.raises(ConfigError, match="override 'critic.train' is not of the form key=value"):
+        read_overrides_file(path)
+    with pytest.raises(ConfigError, match="cannot read overrides .*missing"):
+        read_overrides_file(tmp_path / "missing")
+
+
+def test_the_demos_tiny_overrides_shrink_every_stage_and_keep_its_models():
+    demo = load_config("configs/demo.yaml")
+    tiny = load_config("configs/demo.yaml", read_overrides_file("configs/demo-tiny.overrides"))
+    assert (tiny.critic.model, tiny.t2v.model) == (demo.critic.model, demo.t2v.model)
+    assert tiny.critic.train.max_steps < demo.critic.train.max_steps
+    assert tiny.align.train.max_steps < demo.align.train.max_steps
+    assert tiny.data.synthetic.n < demo.data.synthetic.n
 
 
 # --------------------------------------------------------------------------- load_config
