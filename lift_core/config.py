@@ -243,6 +243,10 @@ class CriticConfig(Section):
     # Training extras: the loss weight of the label token relative to each reason token, and how
     # the run executes (not part of the stage key).
     label_token_weight: float = Field(1.0, gt=0)
+    # Also train the embedding rows of the three label tokens (peft's trainable_token_indices; with tied
+    # embeddings, their output rows too): a LoRA alone may never make a label word likely that the base
+    # never answers with (the LM's label cross-entropy stalls at 3.4-3.7 nats on the demo's base).
+    train_label_tokens: bool = False
     # LR of the fully trained ``lora.modules_to_save`` (e.g. a fresh LM head or the vision merger);
     # None: ``train.lr``. A fresh head learns fast at a high LR that would wreck the LoRA'd body.
     modules_to_save_lr: float | None = Field(None, gt=0)

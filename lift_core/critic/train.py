@@ -112,8 +112,9 @@ class CurriculumOrder:
 
 
 # --------------------------------------------------------------------------- model
-def add_lora(model: Any, lora: Any) -> Any:
-    """A peft LoRA on ``model`` (base frozen); ``modules_to_save`` are trained in full."""
+def add_lora(model: Any, lora: Any, trainable_token_ids: Sequence[int] = ()) -> Any:
+    """A peft LoRA on ``model`` (base frozen); ``modules_to_save`` are trained in full, and the embedding
+    rows of ``trainable_token_ids`` too (peft's ``trainable_token_indices``)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
@@ -124,6 +125,7 @@ def add_lora(model: Any, lora: Any) -> Any:
     config = PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
         modules_to_save=list(lora.modules_to_save) or None, init_lora_weights=True, bias="none",
+        trainable_token_indices=sorted(set(trainable_token_ids)) or None,
     )
     with peft_probe_quiet():
         return get_peft_model(model, config)
@@ -178,7 +180,8 @@ class CriticLoraRecipe:
         c, config = ctx.cfg.critic, ctx.config
         loaded = load_critic(config["model"], backbone=c.backbone, device=ctx.device,
                              frame_size=tuple(config["frame_size"]))
-        loaded.model = model = add_lora(loaded.model, c.lora)
+        label_ids = [loaded.label_token_ids[label] for label in LABELS]
+        loaded.model = model = add_lora(loaded.model, c.lora, label_ids if c.train_label_tokens else ())
         tok = loaded.processor.tokenizer
         train = config["train"]
         return TrainModel(
@@ -192,7 +195,7 @@ class CriticLoraRecipe:
                 "answers": [format_answer(e["label"], truncate_reason(tok, e["reason"], c.max_reason_tokens))
                             for e in train],
                 "order": CurriculumOrder(train, c.curriculum, ctx.settings.seed),
-                "label_ids": [loaded.label_token_ids[label] for label in LABELS],
+                "label_ids": label_ids,
             },
         )
 

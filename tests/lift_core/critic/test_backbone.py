@@ -253,3 +253,43 @@ def test_the_registry_loads_no_model_code_on_import():
             "heavy = [m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_label_token_rows_train_with_the_lora_tied_to_the_output_and_round_trip(tiny_cfg, tmp_path):
+    """critic.train_label_tokens: the three label rows of a tied embedding train (in and out), no other row
+    moves, and the saved adapter reproduces the trained logits."""
+    from lift_core.config import LoraConfig
+    from lift_core.critic.builder import build_tiny_critic
+    from lift_core.critic.train import add_lora
+
+    base_dir = build_tiny_critic(str(tmp_path / "tied"), tiny_cfg.model_copy(update={"tie_word_embeddings": True}))
+    loaded = load_critic(base_dir, device="cpu")
+    ids = [loaded.label_token_ids[label] for label in LABELS]
+    before = loaded.model.get_input_embeddings().weight.detach().clone()
+    model = add_lora(loaded.model, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]), ids)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    deltas = [p for n, p in trainable.items() if "trainable_tokens_delta" in n]
+    assert len(deltas) == 1 and deltas[0].shape == (3, before.shape[1])
+    assert all("lora_" in n or "trainable_tokens" in n for n in trainable)
+    assert model.get_base_model().lm_head.token_adapter.tied_adapter is not None  # the output rows share it
+
+    batch = encode_batch(loaded, _videos(2), CAPTIONS[:2], ["semantic", "motion"])
+    with torch.no_grad():
+        start = model(**batch).logits[:, -1].log_softmax(-1)[:, ids[0]].mean()
+    opt = torch.optim.SGD(list(trainable.values()), lr=1.0)
+    for _ in range(3):
+        loss = -model(**batch).logits[:, -1].log_softmax(-1)[:, ids[0]].mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        trained = model(**batch).logits
+    assert trained[:, -1].log_softmax(-1)[:, ids[0]].mean() > start + 0.5  # "Good" became likely
+    assert torch.equal(model.get_base_model().get_input_embeddings().token_adapter.base_layer.weight, before)  # base rows fixed
+    assert deltas[0].abs().sum(1).gt(0).all()  # each label row moved
+
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = load_critic(base_dir, str(tmp_path / "adapter"), device="cpu")
+    with torch.no_grad():
+        assert torch.allclose(reloaded.model(**batch).logits, trained, atol=1e-5)
