@@ -65,6 +65,7 @@ def test_lift_recipe_values_shared_by_both_profiles(name):
     lora, train = cfg.critic.lora, cfg.critic.train
     assert (lora.r, lora.alpha, lora.dropout) == (128, 256, 0.05)
     assert set(lora.target_modules) == QWEN_LLM_LINEARS and not lora.modules_to_save
+    assert not cfg.critic.train_label_tokens  # a 13B VILA already answers with the label words
     assert (train.lr, train.lr_schedule, train.weight_decay, train.batch_size) == (1e-5, "cosine", 0.0, 128)
     # CogVideo/finetune/train.sh (+ train.py defaults): AdamW (0.9, 0.95), weight decay 1e-4, cosine, clip 1.0.
     a = cfg.align.train
